@@ -1,0 +1,27 @@
+"""Processed-event ids: a consumer handles each event once, even when it is delivered twice.
+
+The claim row is inserted in the same transaction as the handler's changes: if the handler
+fails, the claim rolls back with it; if a duplicate arrives concurrently, its insert waits on
+the unique key and then finds the row, so exactly one of them does the work.
+"""
+from sqlalchemy import Column, DateTime, MetaData, PrimaryKeyConstraint, String, Table, func
+from sqlalchemy.dialects.postgresql import insert
+
+
+def processed_events_table(metadata: MetaData) -> Table:
+    return Table(
+        "processed_events", metadata,
+        Column("consumer", String(120), nullable=False),
+        Column("event_id", String(64), nullable=False),
+        Column("tenant_id", String(64), nullable=False),
+        Column("processed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        PrimaryKeyConstraint("consumer", "event_id"),
+    )
+
+
+def claim_event(session, table, consumer, event):
+    """True if this consumer has not handled the event before (and now owns it)."""
+    result = session.execute(
+        insert(table).values(consumer=consumer, event_id=event["event_id"], tenant_id=event["tenant_id"])
+        .on_conflict_do_nothing().returning(table.c.event_id))
+    return result.first() is not None

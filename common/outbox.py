@@ -1,0 +1,160 @@
+"""Transactional outbox: an event is published if and only if the change it announces commits.
+
+A service writes its change and the event row in one transaction (`Outbox.add`). The relay,
+running in every replica of the service, claims unsent rows with FOR UPDATE SKIP LOCKED,
+publishes each with publisher confirms and `mandatory` (so an event nobody listens for yet
+stays in the outbox instead of vanishing), and marks it sent in the same transaction. A crash
+between publish and commit republishes the row: consumers drop the duplicate by event_id.
+"""
+import datetime as dt
+import logging
+
+
+import eventlet
+from eventlet.event import Event
+from nameko.amqp.publish import Publisher, UndeliverableMessage
+from nameko.constants import AMQP_URI_CONFIG_KEY
+from nameko.events import get_event_exchange
+from nameko.extensions import DependencyProvider
+from sqlalchemy import (BigInteger, Column, DateTime, Integer, MetaData, String, Table, Text,
+                        func, select, text, update)
+from sqlalchemy.dialects.postgresql import JSONB
+
+from common import events, metrics
+from common.db import make_engine
+
+log = logging.getLogger(__name__)
+
+
+def outbox_table(metadata: MetaData) -> Table:
+    return Table(
+        "outbox", metadata,
+        Column("id", BigInteger, primary_key=True, autoincrement=True),
+        Column("event_id", String(64), nullable=False, unique=True),
+        Column("event_type", String(80), nullable=False),
+        Column("tenant_id", String(64), nullable=False),
+        Column("payload", JSONB, nullable=False),
+        Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        Column("sent_at", DateTime(timezone=True), nullable=True, index=True),
+        Column("attempts", Integer, nullable=False, server_default=text("0")),
+        Column("last_error", Text, nullable=True),
+    )
+
+
+class Outbox:
+    """What a worker uses to announce a change inside its own transaction."""
+
+    def __init__(self, source, table, relay=None):
+        self.source = source
+        self.table = table
+        self._relay = relay
+
+    def add(self, session, event_type, tenant_id, **payload):
+        body = events.make_event(self.source, event_type, tenant_id, **payload)
+        session.execute(self.table.insert().values(
+            event_id=body["event_id"], event_type=event_type, tenant_id=body["tenant_id"], payload=body))
+        if self._relay is not None:
+            self._relay.wake_after_commit(session)
+        return body
+
+
+class OutboxRelay(DependencyProvider):
+    """Owns the relay loop of one service process. Config: OUTBOX_POLL_SECONDS (default 0.5)."""
+
+    batch_size = 200
+
+    def __init__(self, table_getter):
+        # table_getter: the service's models module hands over its own outbox Table
+        self.table_getter = table_getter
+        self._wake = Event()
+        self._gt = None
+        self._running = False
+
+    def setup(self):
+        config = self.container.config
+        self.table = self.table_getter()
+        self.source = self.container.service_name
+        self.engine = make_engine(config["DB_URI"], config["DB_SCHEMA"], pool_size=2)
+        self.poll = float(config.get("OUTBOX_POLL_SECONDS", 0.5))
+        self.exchange = get_event_exchange(self.source, config)
+        self.publisher = Publisher(config[AMQP_URI_CONFIG_KEY], use_confirms=True, mandatory=True,
+                                   serializer="json", delivery_mode=2)
+        self.outbox = Outbox(self.source, self.table, relay=self)
+
+    def start(self):
+        self._running = True
+        self._gt = self.container.spawn_managed_thread(self._run, identifier="outbox_relay")
+
+    def stop(self):
+        self._running = False
+        self._wake_now()
+        if self._gt is not None:
+            self._gt.wait()
+        self.engine.dispose()
+
+    def kill(self):
+        self._running = False
+        if self._gt is not None:
+            self._gt.kill()
+        self.engine.dispose()
+
+    def get_dependency(self, worker_ctx):
+        return self.outbox
+
+    def wake_after_commit(self, session):
+        from sqlalchemy import event as sa_event
+
+        sa_event.listen(session, "after_commit", lambda _s: self._wake_now(), once=True)
+
+    def _wake_now(self):
+        if not self._wake.ready():
+            self._wake.send(True)
+
+    def _run(self):
+        while self._running:
+            try:
+                sent = self.relay_once()
+            except Exception:  # DB or broker down: keep the rows, try again after a pause
+                log.exception("outbox relay pass failed; will retry")
+                sent = 0
+                eventlet.sleep(min(5.0, self.poll * 4))
+            if sent < self.batch_size:
+                with eventlet.Timeout(self.poll, False):
+                    self._wake.wait()
+                self._wake = Event()
+
+    def relay_once(self):
+        """Publish one batch of pending rows. Returns how many were sent."""
+        t = self.table
+        sent = 0
+        with self.engine.begin() as conn:
+            rows = conn.execute(
+                select(t.c.id, t.c.event_type, t.c.payload, t.c.created_at)
+                .where(t.c.sent_at.is_(None))
+                # rows that could not be routed go to the back so they never starve the rest
+                .order_by(t.c.attempts, t.c.id).limit(self.batch_size)
+                .with_for_update(skip_locked=True)
+            ).all()
+            for row in rows:
+                try:
+                    self.publisher.publish(row.payload, exchange=self.exchange,
+                                           routing_key=row.event_type)
+                except UndeliverableMessage:
+                    # nobody has bound a queue for this event yet: keep it, do not lose it
+                    conn.execute(update(t).where(t.c.id == row.id).values(
+                        attempts=t.c.attempts + 1, last_error="unroutable: no queue bound yet"))
+                    metrics.OUTBOX_UNROUTABLE.labels(self.source, row.event_type).inc()
+                    continue
+                conn.execute(update(t).where(t.c.id == row.id).values(sent_at=func.now()))
+                metrics.EVENTS_PUBLISHED.labels(self.source, row.event_type).inc()
+                age = (dt.datetime.now(dt.timezone.utc) - row.created_at).total_seconds()
+                metrics.OUTBOX_LAG.labels(self.source).observe(max(age, 0.0))
+                sent += 1
+        return sent
+
+    def pending(self):
+        with self.engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(self.table)
+                                .where(self.table.c.sent_at.is_(None))).scalar_one()
+
+

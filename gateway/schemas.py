@@ -1,0 +1,71 @@
+"""Request and response bodies of the JSON API (also the source of the OpenAPI document)."""
+from marshmallow import RAISE, Schema, fields, validate
+
+from gateway.auth import ROLES
+from gateway.vault import CREDENTIAL_FIELDS
+
+
+class Strict(Schema):
+    class Meta:
+        unknown = RAISE  # a typo in a field name is an error, not silently ignored
+
+
+class Login(Strict):
+    email = fields.Email(required=True)
+    password = fields.String(required=True, validate=validate.Length(min=1, max=1024))
+
+
+class UserIn(Strict):
+    email = fields.Email(required=True)
+    name = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    role = fields.String(required=True, validate=validate.OneOf(ROLES))
+    password = fields.String(required=True, validate=validate.Length(min=12, max=1024))
+
+
+class UserOut(Schema):
+    id = fields.String()
+    email = fields.String()
+    name = fields.String()
+    role = fields.String()
+    active = fields.Boolean()
+    created_at = fields.DateTime()
+
+
+class TokenIn(Strict):
+    name = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    role = fields.String(required=True, validate=validate.OneOf(ROLES))
+
+
+class TokenOut(Schema):
+    id = fields.String()
+    name = fields.String()
+    role = fields.String()
+    token = fields.String(metadata={"description": "shown once; only its hash is stored"})
+
+
+class TenantOut(Schema):
+    id = fields.String()
+    name = fields.String()
+    psa = fields.String()
+    settings = fields.Dict()
+
+
+def credential_schema(kind):
+    """Each credential kind's required fields; the secret ones are write-only."""
+    spec = CREDENTIAL_FIELDS[kind]
+    optional = {"base_url", "zone_url", "site", "region"}
+    attrs = {f: fields.String(required=f not in optional, validate=validate.Length(min=1, max=500))
+             for f in spec["fields"]}
+    return Schema.from_dict(attrs, name=f"{kind.title()}Credentials")(unknown=RAISE)
+
+
+class CredentialSummary(Schema):
+    kind = fields.String()
+    summary = fields.Dict(metadata={"description": "non-secret fields; secrets masked to their last 4 characters"})
+    updated_at = fields.DateTime()
+
+
+class Error(Schema):
+    error = fields.String(required=True)
+    message = fields.String(required=True)
+    details = fields.Raw()

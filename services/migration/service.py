@@ -1,0 +1,12 @@
+"""The migration service. Its behaviour arrives with its issue; today it runs, reports health and metrics,
+and relays its outbox."""
+from common.db import Database
+from common.outbox import OutboxRelay
+from common.service_base import ServiceBase
+from services.migration import models
+
+
+class MigrationService(ServiceBase):
+    name = "migration"
+    db = Database()
+    outbox = OutboxRelay(lambda: models.outbox)

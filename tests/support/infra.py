@@ -1,0 +1,78 @@
+"""The test stack: the project's own PostgreSQL and RabbitMQ (started by `make test`), a test
+database and vhost, and every process started by scripts/stack.py on ports offset by 1000."""
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+from common.secrets import ROOT, ensure_secrets
+
+TEST_ENV = {
+    "IDSYNC_DB_NAME": "idsync_test",
+    "IDSYNC_AMQP_VHOST": "idsync_test",
+    "IDSYNC_PORT_OFFSET": "1000",
+    "IDSYNC_STACK": "test",
+    "IDSYNC_RETRY_BACKOFF": "[0.2, 0.5]",
+    "IDSYNC_OUTBOX_POLL": "0.1",
+    "IDSYNC_LOG_LEVEL": "INFO",
+}
+
+
+def test_environment():
+    env = dict(os.environ)
+    env.update(ensure_secrets())
+    env.update(TEST_ENV)
+    return env
+
+
+def reachable(port, host="127.0.0.1"):
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def amqp_uri(env):
+    return f"amqp://idsync:{env['IDSYNC_AMQP_PASSWORD']}@127.0.0.1:5673/idsync_test"
+
+
+def db_uri(env, service):
+    return (f"postgresql://idsync_{service}:{env[f'IDSYNC_DB_PASSWORD_{service.upper()}']}"
+            f"@127.0.0.1:5433/idsync_test")
+
+
+def stack(env, *args):
+    return subprocess.run([sys.executable, "scripts/stack.py", *args], cwd=ROOT, env=env, check=True,
+                          capture_output=True, text=True).stdout
+
+
+def get_json(url, timeout=5):
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return r.status, json.loads(r.read())
+
+
+def wait_for(predicate, timeout=20.0, interval=0.1, message="condition"):
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {message} (last: {last!r})")
+
+
+def metric_value(text, name, **labels):
+    """Sum of a Prometheus sample with the given labels in an exposition text."""
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{"):
+            continue
+        head, value = line.rsplit(" ", 1)
+        if all(f'{k}="{v}"' in head for k, v in labels.items()):
+            total += float(value)
+    return total
