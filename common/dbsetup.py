@@ -111,7 +111,7 @@ def main():
     if args.drop:
         with superuser_cursor() as cur:
             cur.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(args.database)))
-        ensure_database(args.database)
+    ensure_database(args.database)
     migrate(args.database)
     print(f"database {args.database} ready: schemas {', '.join(SERVICES)}")
 

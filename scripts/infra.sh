@@ -121,9 +121,11 @@ rmq_users() {
 }
 
 rmq_down() {
-  rmq_ctl status >/dev/null 2>&1 || { rm -f "$RMQ/server.pid"; return 0; }
+  if ! rmq_ctl status >/dev/null 2>&1; then rm -f "$RMQ/server.pid"; return 0; fi
   rmq_ctl shutdown >/dev/null 2>&1 || true
   rm -f "$RMQ/server.pid"
+  # the Erlang port mapper was started with our node: stop it too when no other node uses it
+  if command -v epmd >/dev/null && ! epmd -names 2>/dev/null | grep -q '^name '; then epmd -kill >/dev/null 2>&1 || true; fi
 }
 
 status() {
