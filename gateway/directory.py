@@ -11,7 +11,7 @@ from sqlalchemy.dialects.postgresql import insert
 from gateway.auth import hash_password
 from gateway.errors import Conflict, NotFound
 from gateway.models import credentials, tenants, users
-from gateway.vault import summary
+from common.vault import summary
 
 USER_COLUMNS = (users.c.id, users.c.email, users.c.name, users.c.role, users.c.active, users.c.created_at)
 

@@ -2,7 +2,7 @@
 from marshmallow import RAISE, Schema, fields, validate
 
 from gateway.auth import ROLES
-from gateway.vault import CREDENTIAL_FIELDS
+from common.vault import CREDENTIAL_FIELDS
 
 
 class Strict(Schema):

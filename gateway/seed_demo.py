@@ -15,7 +15,7 @@ from common.secrets import ROOT, ensure_secrets
 from common.topology import http_port
 from gateway import directory
 from gateway.models import users
-from gateway.vault import Vault
+from common.vault import Vault
 
 NAMESPACE = uuid.UUID("5b0b7a40-4d1e-4c59-9a39-3c1f1f0de001")
 

@@ -9,7 +9,7 @@ from gateway import auth, directory, openapi, portal, schemas, system
 from gateway.api import Caller, json_response, read_json, route
 from gateway.errors import BadRequest, NotFound
 from gateway.models import api_tokens
-from gateway.vault import CREDENTIAL_FIELDS, Vault
+from common.vault import CREDENTIAL_FIELDS, Vault
 
 
 

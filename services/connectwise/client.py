@@ -448,10 +448,9 @@ class ConnectWiseClient(VendorClient):
         base_url = credentials.get("base_url")
         if base_url:
             root = site_root(base_url)              # same scheme rules as a site
-            base = base_url.strip().rstrip("/") + "/"
-            if "://" not in base:
-                base = root.split("://")[0] + "://" + base
-            super().__init__(base, **kwargs)
+            text = base_url.strip()
+            path = urlsplit(text if "://" in text else "//" + text).path.strip("/")
+            super().__init__(root + path + "/", **kwargs)
             self._discovered = True
         else:
             super().__init__(site_root(self._site), **kwargs)

@@ -7,7 +7,7 @@ from marshmallow import ValidationError
 from common.logs import JsonLineFormatter, redact
 from gateway import auth, openapi, schemas
 from gateway.errors import NotFound, to_api_error
-from gateway.vault import Vault, VaultError, summary
+from common.vault import Vault, VaultError, summary
 
 
 def test_vault_round_trip_and_rotation():
