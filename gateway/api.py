@@ -4,13 +4,15 @@ import decimal
 import json
 import logging
 
+import eventlet
+
 from marshmallow import ValidationError
 from nameko.extensions import DependencyProvider
 from nameko.web.handlers import HttpRequestHandler
 from werkzeug.wrappers import Response
 
 from gateway import auth
-from gateway.errors import ApiError, BadRequest, Forbidden, Unauthorized, to_api_error
+from gateway.errors import ApiError, BadRequest, Forbidden, Unauthorized, Unavailable, to_api_error
 
 log = logging.getLogger(__name__)
 
@@ -118,3 +120,26 @@ class CallerContext:
             raise Unauthorized("sign in or send an API token")
         principal.require(capability)
         return principal
+
+
+def remote(config, method, *args, **kwargs):
+    """Call a service over RPC with a deadline: a stuck service answers 503, not a hung request."""
+    seconds = float(config.get("RPC_TIMEOUT_SECONDS", 30))
+    try:
+        with eventlet.Timeout(seconds):
+            return method(*args, **kwargs)
+    except eventlet.Timeout:
+        raise Unavailable(f"a backing service did not answer within {seconds:g}s") from None
+
+
+def query_args(request, *names, **defaults):
+    """Query-string values by name (only the ones given), with defaults."""
+    out = dict(defaults)
+    for name in names:
+        if name in request.args:
+            out[name] = request.args[name]
+    return out
+
+
+def flag(value):
+    return str(value).lower() in ("1", "true", "yes", "on")

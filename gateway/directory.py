@@ -70,3 +70,9 @@ def credential_ciphertext(session, tenant_id, kind):
     if row is None:
         raise NotFound(f"no {kind} credentials for this tenant")
     return row.ciphertext
+
+
+def tenants_with_credentials(session, kind):
+    rows = session.execute(select(credentials.c.tenant_id).where(credentials.c.kind == kind)
+                           .order_by(credentials.c.tenant_id))
+    return [r.tenant_id for r in rows]

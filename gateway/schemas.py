@@ -69,3 +69,7 @@ class Error(Schema):
     error = fields.String(required=True)
     message = fields.String(required=True)
     details = fields.Raw()
+
+
+class SyncRequest(Strict):
+    full = fields.Boolean(load_default=False)

@@ -1,11 +1,13 @@
 """Gateway: the portal and the JSON API under /api/v1. Thin routes; rules live in the modules they call."""
-from nameko.rpc import rpc
+from nameko.rpc import RpcProxy, rpc
 from nameko.web.handlers import http
 from sqlalchemy import select, update
 
 from common.db import Database
 from common.service_base import ServiceBase
 from gateway import auth, directory, openapi, portal, schemas, system
+from gateway.routes_psa import PsaRoutes
+from gateway.routes_sync import SyncRoutes
 from gateway.api import Caller, json_response, read_json, route
 from gateway.errors import BadRequest, NotFound
 from gateway.models import api_tokens
@@ -14,10 +16,13 @@ from common.vault import CREDENTIAL_FIELDS, Vault
 
 
 
-class GatewayService(ServiceBase, portal.PortalPages):
+class GatewayService(ServiceBase, portal.PortalPages, SyncRoutes, PsaRoutes):
     name = "gateway"
     db = Database()
     caller = Caller()
+    marketplace = RpcProxy("marketplace")
+    autotask = RpcProxy("autotask")
+    connectwise = RpcProxy("connectwise")
 
     # --- session API (scripts may prefer tokens) ---------------------------------------------
     @route("POST", "/api/v1/session", "Sign in; sets the session cookie, returns the CSRF token",
@@ -147,6 +152,12 @@ class GatewayService(ServiceBase, portal.PortalPages):
             raise BadRequest(f"unknown credential kind {kind!r}")
         with self.db.transaction() as session:
             return directory.credential_ciphertext(session, tenant_id, kind)
+
+    @rpc
+    def tenants_with_credentials(self, kind):
+        """Tenant ids that have stored a connection of this kind (the marketplace sync's to-do list)."""
+        with self.db.transaction() as session:
+            return directory.tenants_with_credentials(session, kind)
 
     # --- helpers ----------------------------------------------------------------------------------
     def vault(self):

@@ -1,14 +1,15 @@
 """Marshmallow schemas for the Autotask records the billing product reads.
 
-Each schema turns one vendor item (camelCase, ``ID`` suffixes, e.g. ``companyID``) into a plain
-dict with snake_case keys:
+Each schema validates one vendor item and returns a plain dict keyed by the vendor's own camelCase
+names (``companyID``, ``contractServiceID``), like the marketplace client's records:
 
-    Companies                -> CompanySchema           id, company_name, company_number, company_type, is_active, ...
-    Contracts                -> ContractSchema          id, company_id, contract_name, contract_type, status, start_date, ...
-    Services                 -> ServiceSchema           id, name, unit_price, unit_cost, period_type, is_active, ...
-    ContractServices         -> ContractServiceSchema   id, contract_id, service_id, unit_price, unit_cost, adjusted_price, ...
-    ContractServiceUnits     -> ServiceUnitSchema       id, contract_id, contract_service_id, service_id, start_date,
-                                                        end_date, units, price, cost, approve_and_post_date
+    Companies             CompanySchema           id, companyName, companyNumber, companyType, isActive, ...
+    Contracts             ContractSchema          id, companyID, contractName, contractNumber, contractType,
+                                                  status, startDate, endDate, contractPeriodType, ...
+    Services              ServiceSchema           id, name, invoiceDescription, unitPrice, unitCost, isActive, ...
+    ContractServices      ContractServiceSchema   id, contractID, serviceID, unitPrice, unitCost, adjustedPrice, ...
+    ContractServiceUnits  ServiceUnitSchema       id, contractID, contractServiceID, serviceID, startDate,
+                                                  endDate, units, price, cost, approveAndPostDate
 
 Wire rules (external-apis.md section 2):
 
@@ -143,7 +144,7 @@ class _AutotaskSchema(Schema):
     def _case_insensitive(self, data, **kwargs):
         if not isinstance(data, dict):
             return data
-        wanted = {(f.data_key or name).lower(): (f.data_key or name) for name, f in self.fields.items()}
+        wanted = {name.lower(): name for name in self.fields}
         out = {}
         for key, value in data.items():
             canon = wanted.get(str(key).lower(), key)
@@ -154,78 +155,74 @@ class _AutotaskSchema(Schema):
         return out
 
 
-def _opt(field_cls, key, **kw):
-    return field_cls(data_key=key, load_default=None, allow_none=True, **kw)
+def _opt(field_cls, **kw):
+    return field_cls(load_default=None, allow_none=True, **kw)
 
 
-def _req(field_cls, key, **kw):
-    return field_cls(data_key=key, required=True, allow_none=False, **kw)
+def _req(field_cls, **kw):
+    return field_cls(required=True, allow_none=False, **kw)
+
+
+class _DatesInOrder:
+    @validates_schema
+    def _dates_in_order(self, data, **kwargs):
+        start, end = data.get("startDate"), data.get("endDate")
+        if start and end and end < start:
+            raise ValidationError(f"endDate {end} is before startDate {start}.", "endDate")
 
 
 class CompanySchema(_AutotaskSchema):
-    company_name = _req(fields.String, "companyName", validate=validate.Length(min=1))
-    company_number = _opt(fields.String, "companyNumber")
-    company_type = _req(StrictInt, "companyType")
-    is_active = _req(fields.Boolean, "isActive")
-    web_address = _opt(fields.String, "webAddress")
-    phone = _opt(fields.String, "phone")
+    companyName = _req(fields.String, validate=validate.Length(min=1))
+    companyNumber = _opt(fields.String)
+    companyType = _req(StrictInt)
+    isActive = _req(fields.Boolean)
+    webAddress = _opt(fields.String)
+    phone = _opt(fields.String)
 
 
-class ContractSchema(_AutotaskSchema):
-    company_id = _req(StrictInt, "companyID")
-    contract_name = _req(fields.String, "contractName")
-    contract_number = _opt(fields.String, "contractNumber")
-    contract_type = _req(StrictInt, "contractType")
-    status = _req(StrictInt, "status")
-    start_date = _req(WireDate, "startDate")
-    end_date = _opt(WireDate, "endDate")
-    contract_period_type = _opt(fields.Raw, "contractPeriodType")
-    billing_preference = _opt(fields.Raw, "billingPreference")
-    description = _opt(fields.String, "description")
-
-    @validates_schema
-    def _dates_in_order(self, data, **kwargs):
-        start, end = data.get("start_date"), data.get("end_date")
-        if start and end and end < start:
-            raise ValidationError(f"endDate {end} is before startDate {start}.", "endDate")
+class ContractSchema(_DatesInOrder, _AutotaskSchema):
+    companyID = _req(StrictInt)
+    contractName = _req(fields.String)
+    contractNumber = _opt(fields.String)
+    contractType = _req(StrictInt)
+    status = _req(StrictInt)
+    startDate = _req(WireDate)
+    endDate = _opt(WireDate)
+    contractPeriodType = _opt(fields.Raw)
+    billingPreference = _opt(fields.Raw)
+    description = _opt(fields.String)
 
 
 class ServiceSchema(_AutotaskSchema):
-    name = _req(fields.String, "name", validate=validate.Length(min=1))
-    description = _opt(fields.String, "description")
-    invoice_description = _opt(fields.String, "invoiceDescription")
-    unit_price = _opt(Money, "unitPrice")
-    unit_cost = _opt(Money, "unitCost")
-    period_type = _opt(fields.Raw, "periodType")
-    is_active = _req(fields.Boolean, "isActive")
+    name = _req(fields.String, validate=validate.Length(min=1))
+    description = _opt(fields.String)
+    invoiceDescription = _opt(fields.String)
+    unitPrice = _opt(Money)
+    unitCost = _opt(Money)
+    periodType = _opt(fields.Raw)
+    isActive = _req(fields.Boolean)
 
 
 class ContractServiceSchema(_AutotaskSchema):
-    contract_id = _req(StrictInt, "contractID")
-    service_id = _req(StrictInt, "serviceID")
-    unit_price = _opt(Money, "unitPrice")
-    unit_cost = _opt(Money, "unitCost")
-    adjusted_price = _opt(Money, "adjustedPrice")
-    internal_description = _opt(fields.String, "internalDescription")
-    invoice_description = _opt(fields.String, "invoiceDescription")
+    contractID = _req(StrictInt)
+    serviceID = _req(StrictInt)
+    unitPrice = _opt(Money)
+    unitCost = _opt(Money)
+    adjustedPrice = _opt(Money)
+    internalDescription = _opt(fields.String)
+    invoiceDescription = _opt(fields.String)
 
 
-class ServiceUnitSchema(_AutotaskSchema):
-    contract_id = _req(StrictInt, "contractID")
-    contract_service_id = _req(StrictInt, "contractServiceID")
-    service_id = _req(StrictInt, "serviceID")
-    start_date = _req(WireDate, "startDate")
-    end_date = _req(WireDate, "endDate")
-    units = _req(StrictInt, "units", validate=validate.Range(min=0, error="units must not be negative."))
-    price = _opt(Money, "price")
-    cost = _opt(Money, "cost")
-    approve_and_post_date = _opt(WireDateTime, "approveAndPostDate")
-
-    @validates_schema
-    def _dates_in_order(self, data, **kwargs):
-        start, end = data.get("start_date"), data.get("end_date")
-        if start and end and end < start:
-            raise ValidationError(f"endDate {end} is before startDate {start}.", "endDate")
+class ServiceUnitSchema(_DatesInOrder, _AutotaskSchema):
+    contractID = _req(StrictInt)
+    contractServiceID = _req(StrictInt)
+    serviceID = _req(StrictInt)
+    startDate = _req(WireDate)
+    endDate = _req(WireDate)
+    units = _req(StrictInt, validate=validate.Range(min=0, error="units must not be negative."))
+    price = _opt(Money)
+    cost = _opt(Money)
+    approveAndPostDate = _opt(WireDateTime)
 
 
 # entity name (as in the URL) -> schema instance
@@ -239,27 +236,22 @@ SCHEMAS: dict[str, Schema] = {
 SCHEMA_BY_LOWER = {name.lower(): name for name in SCHEMAS}
 
 
-def first_problem(schema: Schema, exc: ValidationError) -> tuple[str, str]:
-    """(vendor field name, message) of the first error in a ValidationError, for MalformedRecord."""
+def first_problem(exc: ValidationError) -> tuple[str, str]:
+    """(field, message) of the first error in a ValidationError, for MalformedRecord."""
     messages = exc.messages
     if not isinstance(messages, dict) or not messages:
-        return "_record", str(messages)
-    key = sorted(messages)[0]
+        return "(record)", str(messages)
+    key = sorted(messages, key=str)[0]
     problem = messages[key]
     while isinstance(problem, (list, dict)) and problem:
         problem = problem[0] if isinstance(problem, list) else next(iter(problem.values()))
-    field = key
-    if key in schema.fields:                      # error raised under the attribute name
-        field = schema.fields[key].data_key or key
-    elif key == "_schema":
-        field = "_record"
-    return field, str(problem)
+    return ("(record)" if key == "_schema" else str(key)), str(problem)
 
 
 def record_id(item) -> object:
-    """The id of a raw vendor item, for error messages (None if it has none)."""
+    """The id of a raw vendor item, for error reports (None if it has no usable one)."""
     if isinstance(item, dict):
         for key, value in item.items():
-            if str(key).lower() == "id":
+            if str(key).lower() == "id" and isinstance(value, (int, str)) and not isinstance(value, bool):
                 return value
     return None

@@ -31,7 +31,6 @@ import datetime as dt
 import ipaddress
 import logging
 import re
-import time
 from decimal import Decimal, InvalidOperation
 from typing import Any, Iterable, Iterator, Mapping, Optional
 from urllib.parse import quote, urlsplit
@@ -331,6 +330,8 @@ class Listing(Iterator):
 
     - ``malformed``: MalformedRecord for every record that failed validation (skipped).
     - ``pages``: pages fetched so far; ``seen``: records yielded so far.
+    - ``complete``: True once the last page was read (a VendorError raised from the iteration
+      leaves the listing incomplete: never take a record's absence from it for a deletion).
     - ``all()``: the rest as a list.
     A record repeated on a later page (data moved between page reads) is yielded once.
     """
@@ -343,6 +344,7 @@ class Listing(Iterator):
         self.malformed: list[MalformedRecord] = []
         self.pages = 0
         self.seen = 0
+        self.complete = False
         self._gen = self._records()
 
     def __next__(self):
@@ -398,6 +400,7 @@ class Listing(Iterator):
                 raise VendorError("Link rel=next points back to a page already read",
                                   vendor=self.client.vendor, endpoint=self.endpoint,
                                   status=response.status_code)
+        self.complete = True
 
 
 class AdditionsBatch:
@@ -696,6 +699,8 @@ class ConnectWiseClient(VendorClient):
         vendor fills them from the catalog item. Raises Rejected with the vendor's message for
         an invalid addition (agreement not active, unknown/inactive product, missing
         billCustomer, ...). Timeout: outcome unknown -> re-read the agreement's additions."""
+        if effective_date is None:
+            raise ValueError("effective_date is required (the vendor would default it to its today)")
         body = {"product": {"id": _int_id(product_id, "product_id")},
                 "quantity": _number(quantity, "quantity"),
                 "billCustomer": _text(bill_customer, "bill_customer"),

@@ -124,7 +124,7 @@ def test_credentials_are_encrypted_at_rest_masked_in_api_and_absent_from_logs(st
     with stack.rpc() as rpc:
         ciphertext = rpc.gateway.tenant_credentials(tenants["alpha"]["id"], "autotask")
     assert secret not in ciphertext
-    logs = pathlib.Path(ROOT, ".run", "test", "logs")
+    logs = pathlib.Path(ROOT, ".run", stack.env["IDSYNC_STACK"], "logs")
     for path in logs.glob("*.jsonl"):
         content = path.read_text(errors="replace")
         assert secret not in content and code not in content, path.name

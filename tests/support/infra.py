@@ -10,11 +10,14 @@ import urllib.request
 
 from common.secrets import ROOT, ensure_secrets
 
+# A second developer (or helper) can run its own test stack beside another by exporting
+# IDSYNC_TEST_NAME=test2 and IDSYNC_TEST_PORT_OFFSET=2000 (database and vhost must exist).
+_NAME = os.environ.get("IDSYNC_TEST_NAME", "test")
 TEST_ENV = {
-    "IDSYNC_DB_NAME": "idsync_test",
-    "IDSYNC_AMQP_VHOST": "idsync_test",
-    "IDSYNC_PORT_OFFSET": "1000",
-    "IDSYNC_STACK": "test",
+    "IDSYNC_DB_NAME": f"idsync_{_NAME}",
+    "IDSYNC_AMQP_VHOST": f"idsync_{_NAME}",
+    "IDSYNC_PORT_OFFSET": os.environ.get("IDSYNC_TEST_PORT_OFFSET", "1000"),
+    "IDSYNC_STACK": _NAME,
     "IDSYNC_RETRY_BACKOFF": "[0.2, 0.5]",
     "IDSYNC_OUTBOX_POLL": "0.1",
     "IDSYNC_LOG_LEVEL": "INFO",
@@ -37,12 +40,12 @@ def reachable(port, host="127.0.0.1"):
 
 
 def amqp_uri(env):
-    return f"amqp://idsync:{env['IDSYNC_AMQP_PASSWORD']}@127.0.0.1:5673/idsync_test"
+    return f"amqp://idsync:{env['IDSYNC_AMQP_PASSWORD']}@127.0.0.1:5673/{env['IDSYNC_AMQP_VHOST']}"
 
 
 def db_uri(env, service):
     return (f"postgresql://idsync_{service}:{env[f'IDSYNC_DB_PASSWORD_{service.upper()}']}"
-            f"@127.0.0.1:5433/idsync_test")
+            f"@127.0.0.1:5433/{env['IDSYNC_DB_NAME']}")
 
 
 def stack(env, *args):
