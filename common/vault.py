@@ -49,7 +49,10 @@ class Vault:
             raise VaultError("credential cannot be decrypted with the configured keys") from None
 
     def rotate(self, token: str) -> str:
-        return self._fernet.rotate(token.encode()).decode()
+        try:
+            return self._fernet.rotate(token.encode()).decode()
+        except InvalidToken:
+            raise VaultError("credential cannot be decrypted with any configured key; rotation stopped") from None
 
 
 def mask(value):

@@ -73,3 +73,54 @@ class Error(Schema):
 
 class SyncRequest(Strict):
     full = fields.Boolean(load_default=False)
+
+
+PRICE_RULES = ("psa_catalog", "msrp", "cost_plus", "fixed")
+MAPPING_KINDS = ("customer", "product", "line")
+
+
+class MapCustomer(Strict):
+    psa_company_id = fields.String(required=True, validate=validate.Length(min=1, max=64))
+
+
+class MapProduct(Strict):
+    psa_service_id = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    price_rule = fields.String(required=True, validate=validate.OneOf(PRICE_RULES))
+    markup_pct = fields.Decimal(as_string=True, allow_none=True, load_default=None)
+    fixed_price = fields.Decimal(as_string=True, allow_none=True, load_default=None, validate=validate.Range(min=0))
+
+
+class LinkLine(Strict):
+    psa_contract_id = fields.String(required=True, validate=validate.Length(min=1, max=64))
+
+
+class SetStatus(Strict):
+    status = fields.String(required=True, validate=validate.OneOf(["ignored", "unmapped"]))
+
+
+class Bulk(Strict):
+    action = fields.String(required=True, validate=validate.OneOf(["accept", "ignore"]))
+    search = fields.String(allow_none=True, load_default=None)
+    status = fields.String(allow_none=True, load_default=None)
+
+
+class PriceOverride(Strict):
+    price_rule = fields.String(required=True, validate=validate.OneOf(PRICE_RULES))
+    markup_pct = fields.Decimal(as_string=True, allow_none=True, load_default=None)
+    fixed_price = fields.Decimal(as_string=True, allow_none=True, load_default=None, validate=validate.Range(min=0))
+
+
+class Decision(Strict):
+    approval_ids = fields.List(fields.String(), required=True, validate=validate.Length(min=1, max=1000))
+    decision = fields.String(required=True, validate=validate.OneOf(["approve", "reject"]))
+    note = fields.String(allow_none=True, load_default=None, validate=validate.Length(max=2000))
+    effective_date = fields.Date(allow_none=True, load_default=None)
+
+
+class BillingSettings(Strict):
+    posting_mode = fields.String(validate=validate.OneOf(["auto", "review", "threshold"]))
+    threshold_units = fields.Integer(allow_none=True, validate=validate.Range(min=0))
+    threshold_percent = fields.Decimal(as_string=True, allow_none=True, validate=validate.Range(min=0))
+    bill_suspended = fields.Boolean()
+    credit_decreases_immediately = fields.Boolean()
+    edited_in_psa = fields.String(validate=validate.OneOf(["overwrite", "hold"]))

@@ -6,6 +6,8 @@ from sqlalchemy import select, update
 from common.db import Database
 from common.service_base import ServiceBase
 from gateway import auth, directory, openapi, portal, schemas, system
+from gateway.portal_mapping import MappingPages
+from gateway.routes_mapping import MappingRoutes
 from gateway.routes_psa import PsaRoutes
 from gateway.routes_sync import SyncRoutes
 from gateway.api import Caller, json_response, read_json, route
@@ -16,11 +18,12 @@ from common.vault import CREDENTIAL_FIELDS, Vault
 
 
 
-class GatewayService(ServiceBase, portal.PortalPages, SyncRoutes, PsaRoutes):
+class GatewayService(ServiceBase, portal.PortalPages, MappingPages, SyncRoutes, PsaRoutes, MappingRoutes):
     name = "gateway"
     db = Database()
     caller = Caller()
     marketplace = RpcProxy("marketplace")
+    mapping = RpcProxy("mapping")
     autotask = RpcProxy("autotask")
     connectwise = RpcProxy("connectwise")
 
@@ -152,6 +155,13 @@ class GatewayService(ServiceBase, portal.PortalPages, SyncRoutes, PsaRoutes):
             raise BadRequest(f"unknown credential kind {kind!r}")
         with self.db.transaction() as session:
             return directory.credential_ciphertext(session, tenant_id, kind)
+
+    @rpc
+    def tenant_profile(self, tenant_id):
+        """{id, name, psa} of one tenant: which PSA its desired lines go to."""
+        with self.db.transaction() as session:
+            tenant = directory.get_tenant(session, tenant_id)
+        return {"id": tenant["id"], "name": tenant["name"], "psa": tenant["psa"]}
 
     @rpc
     def tenants_with_credentials(self, kind):

@@ -59,6 +59,13 @@ class SubscriptionLine:
         object.__setattr__(self, "unit_price", to_decimal(self.unit_price, "unit_price"))
         object.__setattr__(self, "unit_cost", to_decimal(self.unit_cost, "unit_cost"))
 
+    @classmethod
+    def from_event(cls, payload):
+        """From a loaded subscription_line_changed payload (common.events.SubscriptionLineChanged)."""
+        return cls(payload["subscription_id"], payload["mpn"], payload["customer_id"], payload["quantity"],
+                   payload["status"], payload.get("unit_price"), payload.get("unit_cost"), payload["seen_at"],
+                   payload.get("currency") or "USD", payload.get("line_version") or 0)
+
     @property
     def key(self):
         return (self.subscription_id, self.mpn)
