@@ -46,6 +46,7 @@ status:
 	@$(PY) scripts/stack.py status
 
 test: infra
+	@scripts/infra.sh browser
 	@$(PY) -m common.dbsetup --database idsync_test --drop >/dev/null
 	@scripts/infra.sh reset-test-vhost
 	@$(PY) -m pytest $(PYTEST_ARGS)

@@ -8,6 +8,7 @@ between publish and commit republishes the row: consumers drop the duplicate by 
 """
 import datetime as dt
 import logging
+import time
 
 
 import eventlet
@@ -63,12 +64,17 @@ class OutboxRelay(DependencyProvider):
 
     batch_size = 200
 
+    unroutable_backoff_max = 60.0
+
     def __init__(self, table_getter):
         # table_getter: the service's models module hands over its own outbox Table
         self.table_getter = table_getter
         self._wake = Event()
         self._gt = None
         self._running = False
+        # event_type -> (monotonic time of the next try, current backoff): an event type nobody
+        # consumes yet is retried with a doubling pause, not on every pass
+        self._parked = {}
 
     def setup(self):
         config = self.container.config
@@ -127,29 +133,40 @@ class OutboxRelay(DependencyProvider):
         """Publish one batch of pending rows. Returns how many were sent."""
         t = self.table
         sent = 0
+        now = time.monotonic()
+        waiting = [etype for etype, (until, _) in self._parked.items() if until > now]
+        query = select(t.c.id, t.c.event_type, t.c.payload, t.c.created_at).where(t.c.sent_at.is_(None))
+        if waiting:
+            query = query.where(t.c.event_type.notin_(waiting))
         with self.engine.begin() as conn:
-            rows = conn.execute(
-                select(t.c.id, t.c.event_type, t.c.payload, t.c.created_at)
-                .where(t.c.sent_at.is_(None))
-                # rows that could not be routed go to the back so they never starve the rest
-                .order_by(t.c.attempts, t.c.id).limit(self.batch_size)
-                .with_for_update(skip_locked=True)
-            ).all()
+            rows = conn.execute(query.order_by(t.c.id).limit(self.batch_size)
+                                .with_for_update(skip_locked=True)).all()
+            unroutable = set()
             for row in rows:
+                if row.event_type in unroutable:
+                    continue
                 try:
                     self.publisher.publish(row.payload, exchange=self.exchange,
                                            routing_key=row.event_type)
                 except UndeliverableMessage:
-                    # nobody has bound a queue for this event yet: keep it, do not lose it
+                    # nobody has bound a queue for this event yet: keep it (and the rest of its
+                    # type, in order), and park the type for a while
+                    unroutable.add(row.event_type)
                     conn.execute(update(t).where(t.c.id == row.id).values(
                         attempts=t.c.attempts + 1, last_error="unroutable: no queue bound yet"))
                     metrics.OUTBOX_UNROUTABLE.labels(self.source, row.event_type).inc()
                     continue
+                self._parked.pop(row.event_type, None)
                 conn.execute(update(t).where(t.c.id == row.id).values(sent_at=func.now()))
                 metrics.EVENTS_PUBLISHED.labels(self.source, row.event_type).inc()
                 age = (dt.datetime.now(dt.timezone.utc) - row.created_at).total_seconds()
                 metrics.OUTBOX_LAG.labels(self.source).observe(max(age, 0.0))
                 sent += 1
+        for etype in unroutable:
+            backoff = min(self.unroutable_backoff_max, self._parked.get(etype, (0, 0.5))[1] * 2)
+            self._parked[etype] = (time.monotonic() + backoff, backoff)
+            log.warning("no queue is bound for %s.%s yet; kept in the outbox, next try in %.0fs",
+                        self.source, etype, backoff)
         return sent
 
     def pending(self):

@@ -139,8 +139,17 @@ case "${1:-}" in
   down) rmq_down; pg_down ;;
   status) status ;;
   rmq-restart) rmq_down; rmq_up ;;
+  browser)  # the portal's browser tests drive Debian's Chromium through Playwright
+    if ! [ -x /usr/bin/chromium ]; then
+      [ "$(id -u)" = 0 ] || { echo "need root to apt-get install chromium" >&2; exit 1; }
+      export DEBIAN_FRONTEND=noninteractive
+      apt-get update -qq && apt-get install -y -qq chromium >/dev/null
+    fi ;;
   reset-test-vhost)  # the tests start from an empty broker, like their empty database
-    rmq_ctl delete_vhost idsync_test >/dev/null 2>&1 || true
+    vhost="idsync_${IDSYNC_TEST_NAME:-test}"
+    rmq_ctl delete_vhost "$vhost" >/dev/null 2>&1 || true
+    rmq_ctl add_vhost "$vhost" >/dev/null
+    rmq_ctl set_permissions -p "$vhost" idsync '.*' '.*' '.*' >/dev/null
     rmq_users ;;
   pg-restart) pg_down; pg_up ;;
   *) echo "usage: $0 install|up|down|status|rmq-restart|pg-restart|reset-test-vhost" >&2; exit 2 ;;

@@ -8,3 +8,13 @@ eventlet.monkey_patch()
 from common import green  # noqa: E402
 
 green.make_green()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Everything under tests/integration needs the project's PostgreSQL and RabbitMQ: mark it so
+    `make test-unit` (-m "not integration") leaves it out."""
+    import pytest
+
+    for item in items:
+        if "/tests/integration/" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)

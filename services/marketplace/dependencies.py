@@ -7,6 +7,7 @@ to SYNC_CONCURRENCY of them at once in managed threads and tells them to stop wh
 stops (they end `failed` with "stopped", and the next run resumes).
 """
 import logging
+import time
 
 import eventlet
 from nameko.extensions import DependencyProvider
@@ -37,13 +38,14 @@ config_timer = ConfigTimer.decorator
 class SyncRunner(DependencyProvider):
     """What the service's entrypoints see as `self.runner`: settings, free slots, start a run."""
 
-    stop_grace_seconds = 20.0
+    stop_grace_seconds = 10.0  # scripts/stack.py and Kubernetes allow more before SIGKILL
 
     def setup(self):
         self.settings = SyncSettings.from_config(self.container.config)
         self.worker_id = WORKER_ID
         self.threads = {}
         self.stopping = False
+        self._pruned_at = None
 
     def get_dependency(self, worker_ctx):
         return self
@@ -51,10 +53,18 @@ class SyncRunner(DependencyProvider):
     def free_slots(self) -> int:
         return 0 if self.stopping else max(0, self.settings.concurrency - len(self.threads))
 
+    def prune_due(self, every_seconds=3600.0) -> bool:
+        """True at most once an hour per process: old runs are forgotten now and then, not every tick."""
+        now = time.monotonic()
+        if self._pruned_at is not None and now - self._pruned_at < every_seconds:
+            return False
+        self._pruned_at = now
+        return True
+
     def should_stop(self) -> bool:
         return self.stopping
 
-    def start(self, fn, run_id, *args, **kwargs):
+    def launch(self, fn, run_id, *args, **kwargs):
         """Run fn(*args, **kwargs) in a managed thread; fn must not raise (execute_run does not)."""
 
         def body():

@@ -203,7 +203,10 @@ def plan_subscription(old_lines: Mapping[str, dict], detail, seen_at: dt.datetim
     line_version and seen_at set; changes: one LineChange per line whose event-carried state moved,
     version + 1 each. `detail=None` means the subscription is gone: every line becomes removed/0.
     """
-    sid = str(subscription_id if subscription_id is not None else detail["id"])
+    if subscription_id is None:
+        subscription_id = detail["id"] if detail is not None else \
+            next((old["subscription_id"] for old in old_lines.values()), "")
+    sid = str(subscription_id)
     current = line_states(detail, catalog) if detail is not None else {}
     for mpn, old in old_lines.items():
         if mpn not in current:

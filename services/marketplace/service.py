@@ -8,12 +8,13 @@ Timers: `claim_sync_runs` (SYNC_POLL_SECONDS) starts queued runs; `schedule_sync
 """
 import logging
 
+import eventlet
 from nameko.exceptions import RemoteError
 from nameko.rpc import RpcProxy, rpc
 
 from common.credentials import CredentialVault, tenant_credentials
 from common.db import Database
-from common.errors import BadRequest
+from common.errors import BadRequest, NotFound
 from common.logs import log_context
 from common.outbox import OutboxRelay
 from common.service_base import ServiceBase
@@ -21,6 +22,14 @@ from services.marketplace import models, snapshots, sync
 from services.marketplace.dependencies import SyncRunner, config_timer
 
 log = logging.getLogger(__name__)
+# answers to the caller (404/400 at the gateway), not failures of ours: logged without a traceback
+api = rpc(expected_exceptions=(NotFound, BadRequest))
+
+
+def tenant(tenant_id) -> str:
+    if tenant_id is None or not str(tenant_id).strip():
+        raise BadRequest("tenant_id is required")
+    return str(tenant_id)
 
 
 class MarketplaceService(ServiceBase):
@@ -32,14 +41,14 @@ class MarketplaceService(ServiceBase):
     runner = SyncRunner()
 
     # --- sync ----------------------------------------------------------------------------------
-    @rpc
+    @api
     def sync_now(self, tenant_id, full=False):
         """Queue a sync run (non-blocking) -> {run_id, kind, outcome: "queued"}. A run already waiting
         for this tenant is returned instead of a second one (asked for full, it becomes full)."""
         if not isinstance(full, bool):
             raise BadRequest("full must be true or false")
         with log_context(tenant_id=tenant_id):
-            run = snapshots.queue_run(self.db, str(tenant_id), "full" if full else "incremental", "manual")
+            run = snapshots.queue_run(self.db, tenant(tenant_id), "full" if full else "incremental", "manual")
             log.info("sync run %s queued (%s)", run["run_id"], run["kind"])
         return {"run_id": run["run_id"], "kind": run["kind"], "outcome": run["outcome"]}
 
@@ -52,51 +61,54 @@ class MarketplaceService(ServiceBase):
         for run in snapshots.claim_runs(self.db, self.runner.free_slots(), self.runner.worker_id):
             with log_context(tenant_id=run["tenant_id"]):
                 try:
-                    credentials = tenant_credentials(self.gateway, self.vault, run["tenant_id"], "marketplace")
-                except Exception as exc:  # no credentials, undecryptable, gateway away: the run cannot start
+                    with eventlet.Timeout(settings.rpc_timeout_seconds):
+                        credentials = tenant_credentials(self.gateway, self.vault, run["tenant_id"], "marketplace")
+                except (Exception, eventlet.Timeout) as exc:  # none stored, undecryptable, gateway away
                     reason = ("no marketplace credentials are stored for this tenant"
                               if isinstance(exc, RemoteError) and exc.exc_type == "NotFound"
                               else f"could not get the marketplace credentials ({type(exc).__name__})")
                     log.warning("sync run %s cannot start: %s", run["run_id"], reason)
                     snapshots.finish_run(self.db, run["tenant_id"], run["run_id"], "failed", error=reason)
                     continue
-                self.runner.start(sync.execute_run, run["run_id"], self.db, self.outbox, run, credentials,
+                self.runner.launch(sync.execute_run, run["run_id"], self.db, self.outbox, run, credentials,
                                   settings, should_stop=self.runner.should_stop)
 
     @config_timer("SYNC_SCHEDULE_SECONDS", 60)
     def schedule_syncs(self):
-        try:
-            tenants = self.gateway.tenants_with_credentials("marketplace")
-        except Exception as exc:  # the gateway is away: try again next tick
+        try:  # bounded: a worker waiting forever for an absent gateway would also block our shutdown
+            with eventlet.Timeout(self.runner.settings.rpc_timeout_seconds):
+                tenants = self.gateway.tenants_with_credentials("marketplace")
+        except (Exception, eventlet.Timeout) as exc:  # the gateway is away: try again next tick
             log.warning("cannot list the tenants to sync (%s)", type(exc).__name__)
             return
         sync.schedule_due_runs(self.db, tenants, self.runner.settings)
-        snapshots.prune_runs(self.db, self.runner.settings.keep_days)
+        if self.runner.prune_due():
+            snapshots.prune_runs(self.db, tenants, self.runner.settings.keep_days)
 
     # --- reads for the gateway -------------------------------------------------------------------
-    @rpc
+    @api
     def sync_runs(self, tenant_id, page=1, per_page=50):
-        return snapshots.list_runs(self.db, str(tenant_id), page, per_page)
+        return snapshots.list_runs(self.db, tenant(tenant_id), page, per_page)
 
-    @rpc
+    @api
     def sync_run(self, tenant_id, run_id):
-        return snapshots.get_run(self.db, str(tenant_id), run_id)
+        return snapshots.get_run(self.db, tenant(tenant_id), run_id)
 
-    @rpc
+    @api
     def quarantine(self, tenant_id, page=1, per_page=50, include_resolved=False):
-        return snapshots.list_quarantine(self.db, str(tenant_id), page, per_page, include_resolved)
+        return snapshots.list_quarantine(self.db, tenant(tenant_id), page, per_page, include_resolved)
 
-    @rpc
+    @api
     def subscription_lines(self, tenant_id, page=1, per_page=50, search=None, status=None):
-        return snapshots.list_lines(self.db, str(tenant_id), page, per_page, search, status)
+        return snapshots.list_lines(self.db, tenant(tenant_id), page, per_page, search, status)
 
-    @rpc
+    @api
     def customers(self, tenant_id, page=1, per_page=50, search=None):
-        return snapshots.list_customers(self.db, str(tenant_id), page, per_page, search)
+        return snapshots.list_customers(self.db, tenant(tenant_id), page, per_page, search)
 
-    @rpc
+    @api
     def products(self, tenant_id, page=1, per_page=50, search=None):
-        return snapshots.list_products(self.db, str(tenant_id), page, per_page, search)
+        return snapshots.list_products(self.db, tenant(tenant_id), page, per_page, search)
 
     # --- direct writes (ops, tests) --------------------------------------------------------------
     @rpc

@@ -19,6 +19,7 @@ from services.marketplace import domain
 from services.marketplace.exceptions import RunStopped
 from services.marketplace.models import (customers, products, quarantine, subscription_lines, subscriptions,
                                          sync_runs)
+from services.marketplace.schemas import SUBSCRIPTION_STATUSES
 
 CHUNK = 200  # rows per transaction for customers/products/quarantine batches
 LINE_COLUMNS = ("subscription_id", "mpn", "customer_id", "name", "quantity", "status", "unit_price", "unit_cost",
@@ -70,6 +71,15 @@ def _upsert_customer(session, tenant_id, record, current):
                                              **current)
                     .on_conflict_do_update(index_elements=["tenant_id", "customer_id"],
                                            set_={**current, "raw": raw, "updated_at": func.now()}))
+
+
+def subscription_values(detail, seen_at) -> dict:
+    """The subscriptions row (less its key) for an applied detail."""
+    return {"customer_id": str(detail["customerId"]), "status": detail["status"],
+            "renewal_status": detail.get("renewalStatus"), "creation_date": detail.get("creationDate"),
+            "renewal_date": detail.get("renewalDate"), "last_modified": detail["lastModifiedDate"],
+            "total_price": domain.money(detail.get("totalPrice")), "detail_fetched_at": seen_at,
+            "unlisted_at": None}
 
 
 # --- what one sync run reads and writes --------------------------------------------------------
@@ -186,11 +196,7 @@ class Repository:
                       .values(status="removed", unlisted_at=seen_at, detail_fetched_at=seen_at,
                               updated_at=func.now()))
             return
-        values = {"customer_id": str(detail["customerId"]), "status": detail["status"],
-                  "renewal_status": detail.get("renewalStatus"), "creation_date": detail.get("creationDate"),
-                  "renewal_date": detail.get("renewalDate"), "last_modified": detail["lastModifiedDate"],
-                  "total_price": domain.money(detail.get("totalPrice")), "detail_fetched_at": seen_at,
-                  "unlisted_at": None}
+        values = subscription_values(detail, seen_at)
         s.execute(insert(subscriptions).values(tenant_id=self.tenant_id, subscription_id=sid, **values)
                   .on_conflict_do_update(index_elements=["tenant_id", "subscription_id"],
                                          set_={**values, "updated_at": func.now()}))
@@ -336,35 +342,50 @@ def fail_stale_runs(store, stale_seconds) -> list[tuple[str, int]]:
     return [(row.tenant_id, row.id) for row in rows]
 
 
+_SCHEDULER_VIEW = text("""
+SELECT t.tenant_id,
+       EXISTS (SELECT 1 FROM sync_runs q WHERE q.tenant_id = t.tenant_id AND q.outcome = 'queued')
+         OR EXISTS (SELECT 1 FROM sync_runs q WHERE q.tenant_id = t.tenant_id AND q.outcome = 'running') AS active,
+       (SELECT min(f.queued_at) FROM sync_runs f WHERE f.tenant_id = t.tenant_id) AS first_queued_at,
+       (SELECT max(f.queued_at) FROM sync_runs f WHERE f.tenant_id = t.tenant_id AND f.kind = 'full')
+         AS last_full_queued_at,
+       l.kind, l.outcome, l.queued_at, l.finished_at, l.retry_after, l.full_since
+FROM unnest(CAST(:tenant_ids AS text[])) AS t(tenant_id)
+LEFT JOIN LATERAL (SELECT r.kind, r.outcome, r.queued_at, r.finished_at, r.retry_after, r.full_since
+                   FROM sync_runs r WHERE r.tenant_id = t.tenant_id ORDER BY r.id DESC LIMIT 1) l ON true
+""")
+
+
 def scheduler_view(store, tenant_ids) -> tuple[dt.datetime, dict[str, domain.TenantRuns]]:
-    """The database clock and, per tenant, what sync_due needs (one pass over the runs table)."""
-    tenant_ids = [str(t) for t in tenant_ids]
-    r = sync_runs.c
+    """The database clock and, per tenant, what sync_due needs: index look-ups per tenant (primary key
+    and (tenant_id, queued_at)), never a pass over every run ever made."""
+    tenant_ids = sorted({str(t) for t in tenant_ids})
+    view = {}
     with store.transaction() as s:
         now = s.execute(select(func.now())).scalar_one()
         if not tenant_ids:
-            return now, {}
-        stats = s.execute(select(r.tenant_id,
-                                 func.bool_or(r.outcome.in_(("queued", "running"))).label("active"),
-                                 func.min(r.queued_at).label("first"),
-                                 func.max(r.queued_at).filter(r.kind == "full").label("last_full"))
-                          .where(r.tenant_id.in_(tenant_ids)).group_by(r.tenant_id)).all()
-        latest = s.execute(select(sync_runs).where(r.tenant_id.in_(tenant_ids))
-                           .order_by(r.tenant_id, r.id.desc()).distinct(r.tenant_id)).all()
-    by_tenant = {row.tenant_id: dict(row._mapping) for row in latest}
-    view = {t: domain.TenantRuns() for t in tenant_ids}
-    for row in stats:
-        view[row.tenant_id] = domain.TenantRuns(active=bool(row.active), latest=by_tenant.get(row.tenant_id),
-                                                first_queued_at=row.first, last_full_queued_at=row.last_full)
+            return now, view
+        for row in s.execute(_SCHEDULER_VIEW, {"tenant_ids": tenant_ids}):
+            latest = None if row.outcome is None else {
+                "kind": row.kind, "outcome": row.outcome, "queued_at": row.queued_at,
+                "finished_at": row.finished_at, "retry_after": row.retry_after, "full_since": row.full_since}
+            view[row.tenant_id] = domain.TenantRuns(active=bool(row.active), latest=latest,
+                                                    first_queued_at=row.first_queued_at,
+                                                    last_full_queued_at=row.last_full_queued_at)
     return now, view
 
 
-def prune_runs(store, keep_days) -> int:
-    """Forget finished runs older than keep_days (the runs table grows by ~100 rows a tenant a day)."""
+def prune_runs(store, tenant_ids, keep_days) -> int:
+    """Forget the listed tenants' finished runs queued more than keep_days ago (a tenant makes ~100
+    runs a day); by (tenant_id, queued_at), so it never scans the whole table."""
+    tenant_ids = sorted({str(t) for t in tenant_ids})
+    if not tenant_ids:
+        return 0
     r = sync_runs.c
     with store.transaction() as s:
         result = s.execute(sync_runs.delete().where(
-            r.outcome.in_(FINISHED), r.finished_at < func.now() - literal(dt.timedelta(days=keep_days))))
+            r.tenant_id.in_(tenant_ids), r.queued_at < func.now() - literal(dt.timedelta(days=keep_days)),
+            r.outcome.in_(FINISHED)))
     return result.rowcount or 0
 
 
@@ -430,8 +451,8 @@ def list_lines(store, tenant_id, page=1, per_page=50, search=None, status=None) 
                                                           customers.c.customer_id == line.customer_id))
     where = [line.tenant_id == tenant_id]
     if status not in (None, ""):
-        if status not in domain_statuses():
-            raise BadRequest(f"status must be one of {', '.join(domain_statuses())}")
+        if status not in SUBSCRIPTION_STATUSES:
+            raise BadRequest(f"status must be one of {', '.join(SUBSCRIPTION_STATUSES)}")
         where.append(line.status == status)
     if search not in (None, "") and str(search).strip():
         pattern = _like(search)
@@ -444,12 +465,6 @@ def list_lines(store, tenant_id, page=1, per_page=50, search=None, status=None) 
                          .order_by(cust.name, line.customer_id, line.subscription_id, line.mpn)
                          .limit(per_page).offset((page - 1) * per_page)).all()
     return envelope([jsonable(dict(r._mapping)) for r in rows], total, page, per_page)
-
-
-def domain_statuses():
-    from services.marketplace.schemas import SUBSCRIPTION_STATUSES
-
-    return SUBSCRIPTION_STATUSES
 
 
 def list_customers(store, tenant_id, page=1, per_page=50, search=None) -> dict:

@@ -47,6 +47,7 @@ SYNC_SECONDS = Histogram("marketplace_sync_run_seconds", "Marketplace sync run d
 LINES_CHANGED = Counter("marketplace_lines_changed_total", "subscription_line_changed events written")
 QUARANTINED = Counter("marketplace_quarantined_records_total", "Marketplace records quarantined", ["record_type"])
 
+NO_ID = "(no id)"
 COUNT_KEYS = ("customers_listed", "customers_changed", "products_listed", "products_changed",
               "subscriptions_listed", "subscriptions_skipped", "details_fetched", "details_failed",
               "lines_changed", "quarantined", "quarantine_resolved")
@@ -65,6 +66,7 @@ class SyncSettings:
     stale_seconds: float = 300.0
     concurrency: int = 4
     keep_days: float = 90.0
+    rpc_timeout_seconds: float = 5.0
 
     @classmethod
     def from_config(cls, config) -> "SyncSettings":
@@ -82,7 +84,8 @@ class SyncSettings:
                    throttle_retry_seconds=get("SYNC_THROTTLE_RETRY_SECONDS", 60.0),
                    stale_seconds=get("SYNC_STALE_SECONDS", 300.0),
                    concurrency=max(1, get("SYNC_CONCURRENCY", 4, int)),
-                   keep_days=get("SYNC_RUN_RETENTION_DAYS", 90.0))
+                   keep_days=get("SYNC_RUN_RETENTION_DAYS", 90.0),
+                   rpc_timeout_seconds=get("GATEWAY_RPC_TIMEOUT_SECONDS", 5.0))
 
 
 @dataclasses.dataclass
@@ -102,7 +105,7 @@ class Pacer:
     its retry backoff) is slept here in short steps - checking for a stop and keeping the run's
     heartbeat - until the run's budget is spent; then ThrottleBudgetExhausted ends the run."""
 
-    def __init__(self, budget_seconds, should_stop=lambda: False, beat=lambda: None, sleep=time.sleep, step=5.0):
+    def __init__(self, budget_seconds, should_stop=lambda: False, beat=lambda: None, sleep=time.sleep, step=2.0):
         self.budget = float(budget_seconds)
         self.should_stop, self.beat = should_stop, beat
         self._sleep, self.step = sleep, step
@@ -171,7 +174,7 @@ class SyncRun:
         self.repo.save_customers(changed)
         self.counts["customers_changed"] = len(changed)
         self._quarantine("customer", listing.malformed)
-        self._resolve("customer", [r["id"] for r in records])
+        self._resolve("customer", [r["id"] for r in records] + self._anonymous_fixed(listing))
 
     def sync_products(self) -> dict[str, dict]:
         """Returns the catalog by MPN (stored snapshots for products this listing did not give)."""
@@ -191,7 +194,7 @@ class SyncRun:
         self.counts["lines_changed"] += self.repo.save_products(items, self.now())
         self.counts["products_changed"] = len(items)
         self._quarantine("product", listing.malformed)
-        self._resolve("product", [r["id"] for r in records])
+        self._resolve("product", [r["id"] for r in records] + self._anonymous_fixed(listing))
         return catalog
 
     def sync_subscriptions(self, catalog) -> None:
@@ -201,6 +204,7 @@ class SyncRun:
             summaries[summary["id"]] = summary
         self.counts["subscriptions_listed"] = len(summaries) + len(listing.malformed)
         self._quarantine("subscription", listing.malformed)
+        self._resolve("subscription", self._anonymous_fixed(listing))
         malformed = {str(err.record_id) for err in listing.malformed if err.record_id is not None}
         marks = self.repo.load_marks()
         fetch = []
@@ -270,10 +274,18 @@ class SyncRun:
     def _drain(self, listing) -> list[dict]:
         return list(self._iterate(listing))
 
+    @staticmethod
+    def _anonymous_fixed(listing) -> list[str]:
+        """A record without a usable id is quarantined as NO_ID; a complete listing without any such
+        record resolves it."""
+        if listing.complete and not any(err.record_id is None for err in listing.malformed):
+            return [NO_ID]
+        return []
+
     def _quarantine(self, record_type, errors) -> None:
         self._quarantine_items([{
             "record_type": record_type,
-            "record_id": err.record_id if err.record_id is not None else "(no id)",
+            "record_id": err.record_id if err.record_id is not None else NO_ID,
             "field": err.field, "reason": err.problem,
             "payload": {"endpoint": err.endpoint, "errors": err.errors}} for err in errors])
 

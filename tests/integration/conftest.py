@@ -6,7 +6,6 @@ from sqlalchemy import create_engine
 from common.topology import http_port
 from tests.support import infra
 
-pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="session")

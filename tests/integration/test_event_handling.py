@@ -15,10 +15,11 @@ def publish(stack, payload, event_type="customer_changed"):
         payload, exchange=_exchange(), routing_key=event_type)
 
 
-def _exchange():
-    from kombu import Exchange
+def _exchange(source="marketplace"):
+    # exactly as nameko declares it, or RabbitMQ refuses the second declaration
+    from nameko.events import get_event_exchange
 
-    return Exchange("marketplace.events", type="topic", durable=True, auto_delete=True)
+    return get_event_exchange(source, {})
 
 
 def handled(stack, result):

@@ -1,0 +1,132 @@
+"""SQL around the posting loop that runs in RPC and event workers: take in a desired state, list
+the ledger and the failure log, retry. Every statement carries the tenant in its WHERE clause."""
+import datetime as dt
+
+from sqlalchemy import and_, func, select, update
+from sqlalchemy.dialects.postgresql import insert
+
+from common.errors import BadRequest
+from common.paging import page_params, paginate
+from common.posting import schedule, states
+from common.posting.engine import json_safe
+
+LEDGER_FIELDS = ("id", "idempotency_key", "contract_id", "service_id", "operation", "state", "effective_date",
+                 "quantity_before", "quantity_after", "unit_change", "unit_price", "unit_cost",
+                 "desired_version", "attempts", "vendor_item_id", "vendor_message", "outcome_unknown",
+                 "next_attempt_at", "created_at", "updated_at", "sent_at", "posted_at")
+
+
+def _parse_time(value):
+    if value is None or isinstance(value, dt.datetime):
+        return value
+    try:
+        parsed = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
+
+
+def record_desired(session, tables, tenant_id, event):
+    """Fold one LineDesired event into its line's schedule (in the handler's transaction).
+
+    Returns True when the schedule changed (the line is now due for posting), False for a
+    duplicate or an event a newer one already covers.
+    """
+    g = tables.groups
+    key = {"tenant_id": tenant_id, "contract_id": str(event["contract_id"]), "service_id": str(event["service_id"])}
+    session.execute(insert(g).values(**key, company_id=event.get("company_id") or None)
+                    .on_conflict_do_nothing(index_elements=["tenant_id", "contract_id", "service_id"]))
+    row = session.execute(select(g).where(*(g.c[k] == v for k, v in key.items())).with_for_update()).one()._mapping
+    bp = schedule.breakpoint_from_event(event)
+    desired, accepted = schedule.apply_event(list(row["desired"] or []), bp)
+    if not accepted:
+        return False
+    day = dt.date.fromisoformat(bp["date"])
+    pending_from = day if row["pending_from"] is None else min(row["pending_from"], day)
+    desired = schedule.prune(desired, pending_from)
+    session.execute(update(g).where(*(g.c[k] == v for k, v in key.items())).values(
+        desired=desired, desired_version=max(int(row["desired_version"]), bp["version"]),
+        pending_from=pending_from, seq=g.c.seq + 1,
+        due_at=func.now(), touched_at=func.now(),
+        changed_at=func.coalesce(g.c.changed_at, _parse_time(event.get("occurred_at")) or func.now()),
+        company_id=event.get("company_id") or row["company_id"],
+        status=states.PENDING, status_message=None, failures=0, updated_at=func.now()))
+    return True
+
+
+def _row_out(row):
+    return json_safe({f: row[f] for f in LEDGER_FIELDS})
+
+
+def ledger_page(session, tables, tenant_id, page=1, per_page=50, state=None, contract_id=None, service_id=None):
+    page, per_page = page_params(page, per_page)
+    led = tables.ledger
+    query = select(*(led.c[f] for f in LEDGER_FIELDS)).where(led.c.tenant_id == str(tenant_id))
+    if state:
+        wanted = [state] if isinstance(state, str) else list(state)
+        bad = [s for s in wanted if s not in states.STATES]
+        if bad:
+            raise BadRequest(f"state must be one of {', '.join(states.STATES)}")
+        query = query.where(led.c.state.in_(wanted))
+    if contract_id is not None:
+        query = query.where(led.c.contract_id == str(contract_id))
+    if service_id is not None:
+        query = query.where(led.c.service_id == str(service_id))
+    return paginate(session, query.order_by(led.c.id.desc()), page, per_page, lambda r: _row_out(r._mapping))
+
+
+def failures_page(session, tables, tenant_id, page=1, per_page=50):
+    """The failure log: dead operations (need a person), failed ones (being retried) and held ones
+    (edited in the PSA), newest change first."""
+    page, per_page = page_params(page, per_page)
+    led = tables.ledger
+    query = (select(*(led.c[f] for f in LEDGER_FIELDS))
+             .where(led.c.tenant_id == str(tenant_id), led.c.state.in_(states.FAILURE_LOG))
+             .order_by(led.c.updated_at.desc(), led.c.id.desc()))
+    return paginate(session, query, page, per_page, lambda r: _row_out(r._mapping))
+
+
+def retry(session, tables, tenant_id, posting_ids):
+    """Send dead/failed/held operations' lines round again at once. A held line is overwritten
+    (the person reviewed it); a dead or failed operation gets its attempts back. The line is re-read
+    and re-planned, so what is posted is whatever the PSA needs now. Returns how many were retried."""
+    try:
+        ids = sorted({int(i) for i in (posting_ids or [])})
+    except (TypeError, ValueError):
+        raise BadRequest("posting_ids must be a list of integers") from None
+    if not ids:
+        return 0
+    led, g = tables.ledger, tables.groups
+    rows = session.execute(select(led.c.id, led.c.state, led.c.contract_id, led.c.service_id)
+                           .where(led.c.tenant_id == str(tenant_id), led.c.id.in_(ids),
+                                  led.c.state.in_(states.RETRYABLE)).with_for_update()).all()
+    if not rows:
+        return 0
+    held_lines = {(r.contract_id, r.service_id) for r in rows if r.state == states.HELD}
+    other = [r.id for r in rows if r.state != states.HELD]
+    if other:
+        session.execute(update(led).where(led.c.tenant_id == str(tenant_id), led.c.id.in_(other))
+                        .values(state=states.PLANNED, attempts=0, next_attempt_at=None, outcome_unknown=False,
+                                updated_at=func.now()))
+    held_ids = [r.id for r in rows if r.state == states.HELD]
+    if held_ids:
+        session.execute(update(led).where(led.c.tenant_id == str(tenant_id), led.c.id.in_(held_ids))
+                        .values(state=states.SUPERSEDED, updated_at=func.now(),
+                                vendor_message=led.c.vendor_message + " - overwritten on request"))
+    for contract_id, service_id in {(r.contract_id, r.service_id) for r in rows}:
+        values = {"due_at": func.now(), "touched_at": func.now(), "seq": g.c.seq + 1, "status": states.PENDING, "failures": 0,
+                  "updated_at": func.now(),
+                  "pending_from": func.coalesce(g.c.pending_from, func.current_date())}
+        if (contract_id, service_id) in held_lines:
+            values.update(overwrite_once=True, edit_round=g.c.edit_round + 1)
+        session.execute(update(g).where(g.c.tenant_id == str(tenant_id), g.c.contract_id == contract_id,
+                                        g.c.service_id == service_id).values(**values))
+    return len(rows)
+
+
+def line_status(session, tables, tenant_id):
+    """Counts of contract lines per status (in_sync, pending, waiting, held, failed)."""
+    g = tables.groups
+    counts = dict(session.execute(select(g.c.status, func.count()).where(g.c.tenant_id == str(tenant_id))
+                                  .group_by(g.c.status)).all())
+    return {s: int(counts.get(s, 0)) for s in states.GROUP_STATUSES}

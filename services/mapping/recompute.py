@@ -1,0 +1,429 @@
+"""Recomputing the desired state of contract lines: load what planner.py needs, plan, then send
+LineDesired events through the outbox or queue an approval, and keep the bookkeeping.
+
+Callers hold the tenant lock (store.lock_tenant) for the whole transaction.
+"""
+import dataclasses
+import datetime as dt
+import logging
+import uuid
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from sqlalchemy import and_, or_, select, tuple_, update
+
+from services.mapping import models as m
+from services.mapping import planner, store
+from services.mapping.domain import (UNMAPPED, LineMapping, LineState, MappingDomainError, PriceRule,
+                                     classify_change, effective_rule, preview_rows)
+from services.mapping.domain.pricing import NoPriceRule
+
+log = logging.getLogger(__name__)
+
+CHUNK = 500
+ZERO_MONEY = "0.00"
+
+
+@dataclass
+class Context:
+    tenant_id: str
+    psa: str | None
+    billing: object                       # domain BillingSettings
+    plan_settings: planner.PlanSettings
+    rows: dict = field(default_factory=dict)        # group -> desired_lines row (dict)
+    lines: dict = field(default_factory=dict)       # line key -> planner.LineInput
+    terms: dict = field(default_factory=dict)       # contract_id -> planner.Terms
+    pending: dict = field(default_factory=dict)     # group -> pending approval row
+
+    def groups(self):
+        found = set(self.rows)
+        for li in self.lines.values():
+            if li.mapping.contract_id and li.mapping.service_id:
+                found.add(li.mapping.group_key)
+        return found
+
+    def lines_for(self, group):
+        keys = set()
+        row = self.rows.get(group)
+        for cp in (row or {}).get("timeline") or []:
+            keys.update(planner.basis_dict(cp))
+        out = []
+        for key, li in self.lines.items():
+            if (key in keys or li.mapping.group_key == group or li.billed == group
+                    or (li.rebase is not None and li.rebase[0] == group)):
+                out.append(li)
+        return out
+
+
+# --- which contract lines a change touches -------------------------------------------------------
+def affected_groups(session, tenant_id, *, customer_ids=None, mpns=None, line_keys=None, everything=False):
+    """(contract_id, service_id) of every contract line whose desired state may move when these
+    lines' states or mappings move: each line's current group, where it is billed, where it
+    re-entered."""
+    ln, k, pm = m.lines, m.line_links, m.product_mappings
+    query = (select(ln.c.subscription_id, ln.c.mpn, k.c.psa_contract_id, pm.c.psa_service_id, ln.c.billed_contract_id,
+                    ln.c.billed_service_id, ln.c.rebase_contract_id, ln.c.rebase_service_id)
+             .outerjoin(k, and_(k.c.tenant_id == ln.c.tenant_id, k.c.subscription_id == ln.c.subscription_id,
+                                k.c.mpn == ln.c.mpn))
+             .outerjoin(pm, and_(pm.c.tenant_id == ln.c.tenant_id, pm.c.mpn == ln.c.mpn))
+             .where(ln.c.tenant_id == tenant_id))
+    filters = []
+    if customer_ids is not None:
+        filters.append(ln.c.customer_id.in_(list(customer_ids)) if customer_ids else False)
+    if mpns is not None:
+        filters.append(ln.c.mpn.in_(list(mpns)) if mpns else False)
+    if line_keys is not None:
+        keys = [tuple(x) for x in line_keys]
+        filters.append(tuple_(ln.c.subscription_id, ln.c.mpn).in_(keys) if keys else False)
+    if not everything:
+        if not filters:
+            return set()
+        query = query.where(or_(*filters))
+    groups = set()
+    for r in session.execute(query):
+        for contract, service in ((r.psa_contract_id, r.psa_service_id), (r.billed_contract_id, r.billed_service_id),
+                                  (r.rebase_contract_id, r.rebase_service_id)):
+            if contract and service:
+                groups.add((contract, service))
+    if everything:
+        dl = m.desired_lines
+        groups.update((r.psa_contract_id, r.psa_service_id) for r in session.execute(
+            select(dl.c.psa_contract_id, dl.c.psa_service_id).where(dl.c.tenant_id == tenant_id)))
+    return groups
+
+
+# --- loading -------------------------------------------------------------------------------------
+def _chunks(items, size=CHUNK):
+    items = list(items)
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+def load_context(session, tenant_id, groups=None, lock=True):
+    """Everything needed to plan ``groups`` (None: every contract line of the tenant); ``lock``
+    takes their desired_lines rows FOR UPDATE."""
+    if groups is None or len(groups) > 50:
+        store.bulk_mode(session)
+    settings_row = store.settings_or_defaults(session, tenant_id)
+    ctx = Context(tenant_id, settings_row["psa"], store.billing_settings(settings_row),
+                  planner.PlanSettings(settings_row["bill_suspended"], settings_row["credit_decreases_immediately"]))
+    dl = m.desired_lines
+    query = select(dl).where(dl.c.tenant_id == tenant_id)
+    if groups is not None:
+        wanted = sorted(groups)
+        rows = []
+        for part in _chunks(wanted):
+            rows += session.execute(_locked(query.where(tuple_(dl.c.psa_contract_id, dl.c.psa_service_id).in_(part)),
+                                            lock)).all()
+    else:
+        rows = session.execute(_locked(query, lock)).all()
+    ctx.rows = {(r.psa_contract_id, r.psa_service_id): dict(r._mapping) for r in rows}
+
+    basis_keys = set()
+    for row in ctx.rows.values():
+        for cp in row["timeline"] or []:
+            basis_keys.update(planner.basis_dict(cp))
+    ln, k, pm, cm = m.lines, m.line_links, m.product_mappings, m.customer_mappings
+    line_query = (select(ln, k.c.status.label("link_status"), k.c.psa_contract_id, pm.c.status.label("product_status"),
+                         pm.c.psa_service_id, pm.c.price_rule, pm.c.markup_pct, pm.c.fixed_price,
+                         cm.c.status.label("customer_status"), cm.c.psa_company_id)
+                  .outerjoin(k, and_(k.c.tenant_id == ln.c.tenant_id, k.c.subscription_id == ln.c.subscription_id,
+                                     k.c.mpn == ln.c.mpn))
+                  .outerjoin(pm, and_(pm.c.tenant_id == ln.c.tenant_id, pm.c.mpn == ln.c.mpn))
+                  .outerjoin(cm, and_(cm.c.tenant_id == ln.c.tenant_id, cm.c.customer_id == ln.c.customer_id))
+                  .where(ln.c.tenant_id == tenant_id))
+    if groups is not None:
+        contracts = sorted({c for c, _ in groups})
+        line_rows = []
+        for part in _chunks(contracts):
+            line_rows += session.execute(line_query.where(or_(k.c.psa_contract_id.in_(part),
+                                                              ln.c.billed_contract_id.in_(part),
+                                                              ln.c.rebase_contract_id.in_(part)))).all()
+        seen = {(r.subscription_id, r.mpn) for r in line_rows}
+        missing = [key for key in basis_keys if key not in seen]
+        for part in _chunks(missing):
+            line_rows += session.execute(line_query.where(tuple_(ln.c.subscription_id, ln.c.mpn).in_(part))).all()
+    else:
+        line_rows = session.execute(line_query).all()
+
+    keys = [(r.subscription_id, r.mpn) for r in line_rows]
+    history = {}
+    ls = m.line_states
+    if groups is None:
+        state_rows = session.execute(select(ls).where(ls.c.tenant_id == tenant_id)).all()
+    else:
+        state_rows = []
+        for part in _chunks(keys):
+            state_rows += session.execute(select(ls).where(ls.c.tenant_id == tenant_id, tuple_(
+                ls.c.subscription_id, ls.c.mpn).in_(part))).all()
+    for r in state_rows:
+        history.setdefault((r.subscription_id, r.mpn), []).append(r)
+
+    customers = sorted({r.customer_id for r in line_rows})
+    po = m.price_overrides
+    overrides = {}
+    for part in _chunks(customers):
+        for r in session.execute(select(po).where(po.c.tenant_id == tenant_id, po.c.customer_id.in_(part))):
+            rule = _rule(r.price_rule, r.markup_pct, r.fixed_price)
+            if rule is not None:
+                overrides[(r.customer_id, r.mpn)] = rule
+
+    from services.mapping import references
+
+    contract_ids = {c for c, _ in (groups if groups is not None else ctx.groups())} | {
+        r.psa_contract_id for r in line_rows if r.psa_contract_id}
+    for cid, ref in references.load(session, tenant_id, "contract", ids=contract_ids).items():
+        ctx.terms[cid] = planner.Terms(ref.start_date, ref.period_months or 1)
+    services = references.load(session, tenant_id, "service", ids={r.psa_service_id for r in line_rows})
+
+    for r in line_rows:
+        key = (r.subscription_id, r.mpn)
+        states = sorted((store.subscription_line(s) for s in history.get(key, [])), key=lambda s: s.line_version)
+        if not states:
+            states = [store.subscription_line(r)]
+        product_rule = _rule(r.price_rule, r.markup_pct, r.fixed_price)
+        try:
+            rule = effective_rule(r.customer_id, r.mpn, product_rules={r.mpn: product_rule} if product_rule else {},
+                                  overrides=overrides)
+        except NoPriceRule:
+            rule = None
+        service = services.get(r.psa_service_id or "")
+        mapping = LineMapping(r.customer_status or UNMAPPED, r.product_status or UNMAPPED, r.link_status or UNMAPPED,
+                              r.psa_company_id, r.psa_service_id, r.psa_contract_id)
+        billed = (r.billed_contract_id, r.billed_service_id) if r.billed_contract_id and r.billed_service_id else None
+        rebase = None
+        if r.rebase_contract_id and r.rebase_service_id and r.rebase_version is not None:
+            rebase = ((r.rebase_contract_id, r.rebase_service_id), r.rebase_version, r.rebased_at)
+        ctx.lines[key] = planner.LineInput(key, states, mapping, rule, service.unit_price if service else None,
+                                           billed, r.billed_version, rebase)
+
+    ap = m.approvals
+    for r in session.execute(select(ap).where(ap.c.tenant_id == tenant_id, ap.c.status == "pending")):
+        group = (r.contract_id, r.service_id)
+        if groups is None or group in groups:
+            ctx.pending[group] = dict(r._mapping)
+    return ctx
+
+
+def _locked(query, lock):
+    return query.with_for_update() if lock else query
+
+
+def _rule(rule, markup_pct, fixed_price):
+    if not rule:
+        return None
+    try:
+        return PriceRule(rule, markup_pct, fixed_price)
+    except MappingDomainError:
+        return None
+
+
+# --- planning and writing ------------------------------------------------------------------------
+def today_and_now():
+    now = store.now()
+    return now.date(), now
+
+
+def plan(ctx, group, today, now):
+    row = ctx.rows.get(group) or {}
+    timeline = row.get("timeline") or []
+    result = planner.plan_with_rewind(group, timeline=timeline, lines=ctx.lines_for(group),
+                                      settings=ctx.plan_settings, terms=ctx.terms.get(group[0]), today=today, now=now)
+    return result, planner.split_for_approval(result, timeline, ctx.billing)
+
+
+def recompute(session, outbox, tenant_id, groups=None, *, ctx=None):
+    """Plan and write ``groups`` (None: all). Returns {"emitted": n, "approvals": n, "groups": n}."""
+    if groups is not None and not groups:
+        return {"emitted": 0, "approvals": 0, "groups": 0}
+    ctx = ctx or load_context(session, tenant_id, groups)
+    today, now = today_and_now()
+    targets = sorted(groups if groups is not None else ctx.groups())
+    totals = {"emitted": 0, "approvals": 0, "groups": len(targets)}
+    for group in targets:
+        result, outcome = plan(ctx, group, today, now)
+        emitted, queued = write_plan(session, outbox, ctx, group, result, outcome, today, now)
+        totals["emitted"] += emitted
+        totals["approvals"] += queued
+    return totals
+
+
+def _ensure_row(session, ctx, group):
+    row = ctx.rows.get(group)
+    if row is None:
+        dl = m.desired_lines
+        session.execute(dl.insert().values(tenant_id=ctx.tenant_id, psa_contract_id=group[0], psa_service_id=group[1]))
+        row = dict(session.execute(select(dl).where(dl.c.tenant_id == ctx.tenant_id, dl.c.psa_contract_id == group[0],
+                                                    dl.c.psa_service_id == group[1])).one()._mapping)
+        ctx.rows[group] = row
+    return row
+
+
+def write_plan(session, outbox, ctx, group, result, outcome, today, now):
+    """Persist one planned contract line: the applied timeline (sending what changed), the pending
+    approval, the rebases. Returns (events sent, approvals created)."""
+    row = ctx.rows.get(group)
+    existing = ctx.pending.get(group)
+    if row is None and not result.new and not outcome.waiting and existing is None:
+        return 0, 0   # nothing was ever planned here and nothing is now
+    if ctx.psa is None:
+        log.warning("contract line %s/%s not planned: the tenant's PSA is unknown yet", *group)
+        return 0, 0
+    row = _ensure_row(session, ctx, group)
+    for key, (rebase_group, version, at) in result.rebases.items():
+        session.execute(update(m.lines).where(m.lines.c.tenant_id == ctx.tenant_id, m.lines.c.subscription_id == key[0],
+                                              m.lines.c.mpn == key[1])
+                        .values(rebase_contract_id=rebase_group[0], rebase_service_id=rebase_group[1],
+                                rebase_version=version, rebased_at=at))
+    if outcome.waiting:
+        status, reasons = "awaiting_approval", outcome.reasons
+    elif result.status == "conflict":
+        status, reasons = "conflict", result.reasons
+    else:
+        status, reasons = ("idle" if result.status == "idle" else "ok"), result.reasons
+    emitted, rev = commit_timeline(session, outbox, ctx, group, row, outcome.timeline, status=status, reasons=reasons,
+                                   now=now)
+    queued = 0
+    if outcome.waiting:
+        queued = _propose(session, ctx, group, row, outcome, rev, existing, today)
+    elif existing is not None:
+        _supersede(session, ctx.tenant_id, existing["id"])
+    return emitted, queued
+
+
+def commit_timeline(session, outbox, ctx, group, row, new_timeline, *, status, reasons, now, approved_by=None):
+    """Make ``new_timeline`` the contract line's timeline: send the schedule difference as
+    LineDesired events (desired_version + 1 each), update the row and which lines it bills.
+    Returns (events sent, timeline_rev)."""
+    tenant_id = ctx.tenant_id
+    old_timeline, origin = row["timeline"] or [], row["origin"] or []
+    emissions = planner.schedule_diff(planner.build_schedule(origin, old_timeline),
+                                      planner.build_schedule(origin, new_timeline))
+    version = row["version"]
+    for bp in emissions:
+        version += 1
+        outbox.add(session, f"{ctx.psa}_line_desired", tenant_id, contract_id=group[0], service_id=group[1],
+                   company_id=bp.get("company_id") or row.get("company_id") or "",
+                   quantity=bp["quantity"], unit_price=Decimal(bp.get("unit_price") or ZERO_MONEY),
+                   unit_cost=Decimal(bp.get("unit_cost") or ZERO_MONEY),
+                   effective_date=dt.date.fromisoformat(bp["date"]), desired_version=version,
+                   lines=bp.get("lines") or [], approved_by=approved_by)
+    changed = new_timeline != old_timeline
+    rev = row["timeline_rev"] + (1 if changed else 0)
+    new_origin, kept = planner.truncate(origin, new_timeline)
+    last = kept[-1] if kept else None
+    values = {"timeline": kept, "origin": new_origin, "timeline_rev": rev, "version": version, "status": status,
+              "reasons": list(reasons or []), "updated_at": now}
+    if last is not None:
+        values.update(company_id=last["company_id"], quantity=last["quantity"], unit_price=last["unit_price"],
+                      unit_cost=last["unit_cost"], currency=last["currency"], lines=last["lines"])
+    if emissions:
+        values.update(effective_date=dt.date.fromisoformat(emissions[-1]["date"]), emitted_at=now)
+    dl = m.desired_lines
+    session.execute(update(dl).where(dl.c.tenant_id == tenant_id, dl.c.psa_contract_id == group[0],
+                                     dl.c.psa_service_id == group[1]).values(**values))
+    row.update(values)
+    if changed:
+        _mark_billed(session, tenant_id, group, planner.basis_dict(last) if last else {})
+    return len(emissions), rev
+
+
+def _mark_billed(session, tenant_id, group, basis):
+    ln = m.lines
+    in_group = and_(ln.c.tenant_id == tenant_id, ln.c.billed_contract_id == group[0], ln.c.billed_service_id == group[1])
+    if basis:
+        session.execute(update(ln).where(in_group, tuple_(ln.c.subscription_id, ln.c.mpn).notin_(list(basis)))
+                        .values(billed_contract_id=None, billed_service_id=None))
+    else:
+        session.execute(update(ln).where(in_group).values(billed_contract_id=None, billed_service_id=None))
+    for (subscription_id, mpn), version in basis.items():
+        session.execute(update(ln).where(ln.c.tenant_id == tenant_id, ln.c.subscription_id == subscription_id,
+                                         ln.c.mpn == mpn)
+                        .values(billed_contract_id=group[0], billed_service_id=group[1], billed_version=version))
+
+
+# --- approvals -----------------------------------------------------------------------------------
+def _supersede(session, tenant_id, approval_id):
+    ap = m.approvals
+    session.execute(update(ap).where(ap.c.tenant_id == tenant_id, ap.c.id == approval_id, ap.c.status == "pending")
+                    .values(status="superseded", decided_at=store.now(), decided_by=store.SYSTEM,
+                            note="replaced by a newer change of the same contract line"))
+
+
+def describe_proposal(ctx, group, row, replace_from, pending, today):
+    """kind, before/after state and the first date a proposal would post (for the queue)."""
+    timeline = row["timeline"] or []
+    before = planner.state_of(timeline[-1]) if timeline else None
+    after_cp = pending[-1] if pending else (timeline[replace_from - 1] if replace_from else None)
+    after = planner.state_of(after_cp)
+    if after is None:
+        after = LineState(0, before.unit_price if before else None, before.unit_cost if before else None)
+    terms = ctx.terms.get(group[0])
+    seen_on = planner.parse_day(pending[0]["day"]) if pending else today
+    change = classify_change(before, after, seen_on=seen_on, contract_start=terms.start_date if terms else None,
+                             period_months=(terms.period_months if terms else 1) or 1,
+                             credit_decreases_immediately=ctx.plan_settings.credit_decreases_immediately,
+                             contract_id=group[0], service_id=group[1])
+    diff = planner.schedule_diff(planner.build_schedule(row["origin"], timeline),
+                                 planner.build_schedule(row["origin"], timeline[:replace_from] + list(pending)))
+    first = planner.parse_day(diff[0]["date"]) if diff else change.effective_date
+    return change, before, after, first
+
+
+def _propose(session, ctx, group, row, outcome, rev, existing, today):
+    fingerprint = planner.proposal_fingerprint(outcome.replace_from, outcome.pending, rev)
+    if existing is not None and existing["fingerprint"] == fingerprint:
+        return 0
+    if existing is not None:
+        _supersede(session, ctx.tenant_id, existing["id"])
+    ap = m.approvals
+    rejected = session.execute(select(ap.c.id, ap.c.decided_by).where(
+        ap.c.tenant_id == ctx.tenant_id, ap.c.contract_id == group[0], ap.c.service_id == group[1],
+        ap.c.status == "rejected", ap.c.fingerprint == fingerprint)).first()
+    dl = m.desired_lines
+    if rejected is not None:   # the very same change was rejected: do not ask again
+        session.execute(update(dl).where(dl.c.tenant_id == ctx.tenant_id, dl.c.psa_contract_id == group[0],
+                                         dl.c.psa_service_id == group[1])
+                        .values(status="ok", reasons=[f"change rejected by {rejected.decided_by}"]))
+        return 0
+    change, before, after, first = describe_proposal(ctx, group, row, outcome.replace_from, outcome.pending, today)
+    session.execute(ap.insert().values(
+        tenant_id=ctx.tenant_id, id=str(uuid.uuid4()), contract_id=group[0], service_id=group[1], kind=change.kind,
+        quantity_before=before.quantity if before else None, quantity_after=after.quantity,
+        unit_price_before=before.unit_price if before else None, unit_price=after.unit_price,
+        unit_cost=after.unit_cost, effective_date=first, reasons=list(outcome.reasons),
+        proposal={"replace_from": outcome.replace_from, "rev": rev, "checkpoints": outcome.pending},
+        fingerprint=fingerprint, status="pending"))
+    return 1
+
+
+# --- preview -------------------------------------------------------------------------------------
+def preview(session, tenant_id):
+    """Every operation waiting to reach the PSA (pending approvals, and anything a recompute would
+    send now), as domain PreviewRows. Writes nothing."""
+    ctx = load_context(session, tenant_id, None, lock=False)
+    today, now = today_and_now()
+    changes, approval_ids = [], {}
+    for group in sorted(ctx.groups()):
+        result, outcome = plan(ctx, group, today, now)
+        for cp in outcome.fresh:
+            changes.append(planner.change_from_json(group[0], group[1], cp["change"]))
+        if group in ctx.pending:
+            approval_ids[group] = ctx.pending[group]["id"]
+    b = ctx.billing
+    rows = preview_rows(changes, mode=b.posting_mode, threshold_units=b.threshold_units,
+                        threshold_percent=b.threshold_percent)
+    from services.mapping import references
+
+    contracts = references.load(session, tenant_id, "contract", ids={r.contract_id for r in rows})
+    services = references.load(session, tenant_id, "service", ids={r.service_id for r in rows})
+    out, total = [], Decimal("0")
+    for r in rows:
+        item = store.json_safe(dataclasses.asdict(r))
+        item["contract_name"] = contracts[r.contract_id].name if r.contract_id in contracts else None
+        item["service_name"] = services[r.service_id].name if r.service_id in services else None
+        item["approval_id"] = approval_ids.get((r.contract_id, r.service_id))
+        out.append(item)
+        if r.amount is not None:
+            total += r.amount
+    return {"rows": out, "total_amount": str(total.quantize(Decimal("0.01")))}
