@@ -35,13 +35,17 @@ def seed(tenants, size=40):
     if not _has("sim-marketplace", market_creds[0]["user"]):
         _post("sim-marketplace", "/_sim/generate", {"seed": 7, "customers": size, "lines": size * 4,
                                                     "credentials": market_creds})
-    for t in tenants:
+    for number, t in enumerate(tenants, start=1):
         creds = t["credentials"]
         if "autotask" in creds and not _has("sim-autotask", creds["autotask"]["api_user"]):
-            _post("sim-autotask", "/_sim/generate", {
-                "seed": 7, "companies": size, "lines_per_contract": 0,
+            # each Autotask customer is its own database: create the demo's, then fill it
+            ci = 700000 + number
+            _post("sim-autotask", "/_sim/seed", {"append": True, "databases": [{
+                "ci": ci, "name": t["name"],
                 "credentials": [{"username": creds["autotask"]["api_user"], "secret": creds["autotask"]["secret"],
-                                 "integration_code": creds["autotask"]["integration_code"]}]})
+                                 "integration_code": creds["autotask"]["integration_code"]}]}]})
+            _post("sim-autotask", "/_sim/generate", {"seed": 7, "companies": size, "lines_per_contract": 0,
+                                                     "database": ci})
         if "connectwise" in creds and not _has("sim-connectwise", creds["connectwise"]["public_key"]):
             cw = creds["connectwise"]
             _post("sim-connectwise", "/_sim/generate", {

@@ -28,10 +28,9 @@ import os
 import socket
 import time
 import uuid
-from typing import Any, Callable
 
 import eventlet
-from sqlalchemy import and_, bindparam, func, or_, select, text, tuple_, update
+from sqlalchemy import func, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 
 from common.logs import log_context
@@ -398,6 +397,11 @@ class Poster:
         with self.store.transaction() as session:
             for op in plan.ops:
                 new += self._insert_row(session, work, op, states.HELD, message)
+            led = self.t.ledger
+            session.execute(update(led).where(led.c.idempotency_key.in_(keys_),
+                                              led.c.state.in_((states.PLANNED, states.FAILED)))
+                            .values(state=states.HELD, vendor_message=message, next_attempt_at=None,
+                                    updated_at=func.now()))
             self._supersede(session, work, keys_)
             if new:
                 self.outbox.add(session, "posting_failed", work.tenant_id, psa=self.psa,

@@ -2,7 +2,7 @@
 the ledger and the failure log, retry. Every statement carries the tenant in its WHERE clause."""
 import datetime as dt
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 
 from common.errors import BadRequest

@@ -21,7 +21,7 @@ def _journal_handler(source, event_type):
         with log_context(event["tenant_id"], event["event_id"]), self.db.transaction() as session:
             if not claim_event(session, models.processed_events, consumer, event):
                 return "duplicate"
-            projections.record(session, source, event_type, event)
+            projections.record(session, source, event_type, payload)  # as published: JSON-safe
             if project is not None:
                 project(session, event)
             return "applied"

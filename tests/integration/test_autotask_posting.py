@@ -331,6 +331,42 @@ def test_an_exhausted_budget_sends_nothing_until_it_frees(replicas, tenant_facto
     assert_applied_once(engine, t)
 
 
+def test_a_replica_killed_while_sending_is_resolved_by_re_reading_not_resent(replicas, tenant_factory, engines):
+    t = tenant_factory(contracts=1, services=1, lines={(0, 0): 10})
+    c, s = t.contract_ids[0], t.service_ids[0]
+    engine = engines("autotask")
+    slow = {"endpoint": r"^POST /ATServicesRest/V1\.0/ContractServiceAdjustments$", "kind": "latency",
+            "seconds": 3, "count": 1}
+    assert requests.post(sim("/_sim/faults"), json=slow, timeout=10).status_code == 201
+    path = "POST /ATServicesRest/V1.0/ContractServiceAdjustments"
+
+    def adjustments_received():
+        return requests.get(sim("/_sim/requests/count"), timeout=10).json()["by_endpoint"].get(path, 0)
+    before = adjustments_received()
+    t.desire(c, s, 17)
+    led, g = m.postings, m.posting_groups
+
+    def sending():
+        with engine.connect() as conn:
+            return conn.execute(select(g.c.lease_owner).join(led, (led.c.tenant_id == g.c.tenant_id) & (
+                led.c.contract_id == g.c.contract_id) & (led.c.service_id == g.c.service_id)).where(
+                g.c.tenant_id == t.tenant_id, led.c.state == "posting")).scalar()
+    infra.wait_for(lambda: adjustments_received() > before, timeout=20, interval=0.05,
+                   message="the adjustment at the vendor")
+    owner = sending()
+    assert owner, "the row is posting while the vendor holds the request"
+    victim = replicas.by_owner(owner)
+    replicas.sigkill(victim)                     # the vendor still applies the write 3 s later
+    replicas.start("autotask-r3")                # a replacement, so two replicas run on
+    replicas.wait_healthy()
+    wait_converged(engine, t, timeout=45)
+    assert t.units(t.state(), c, s) == 17
+    rows = ledger_rows(engine, t)
+    assert len(rows) == 1 and rows[0]["state"] == "posted" and rows[0]["attempts"] == 1
+    assert rows[0]["vendor_message"].startswith("applied (confirmed by re-reading")
+    assert sum(assert_applied_once(engine, t).values()) == 1
+
+
 # --- chaos: faults and a replica SIGKILLed mid-run --------------------------------------------
 def test_faults_and_a_killed_replica_still_post_everything_exactly_once(replicas, tenant_factory, engines, stack):
     rng = random.Random(11)
@@ -354,8 +390,17 @@ def test_faults_and_a_killed_replica_still_post_everything_exactly_once(replicas
             want[(c, s)] = rng.choice([0, 3, 7, 12, 18, 25])
             prices[(c, s)] = rng.choice(["20.00", "20.00", "24.90"])
             t.desire(c, s, want[(c, s)], price=prices[(c, s)], publisher=pub)
-        time.sleep(4.0)
-        replicas.sigkill("autotask-r1")                        # mid-run: leases, sends in flight
+        victim_name, *survivors = replicas.alive()
+        victim = f":{replicas.pid(victim_name)}:"
+
+        def leased_by_victim():
+            g = m.posting_groups
+            with engine.connect() as conn:
+                return conn.execute(select(func.count()).select_from(g).where(
+                    g.c.tenant_id == t.tenant_id, g.c.lease_owner.contains(victim))).scalar_one()
+        held_by_victim = infra.wait_for(lambda: time.time() - started > 3 and leased_by_victim(), timeout=30,
+                                        interval=0.05, message="the victim working on the tenant's lines")
+        replicas.sigkill(victim_name)                          # mid-run: leases held, sends in flight
         killed_at = time.time()
         for c, s in rng.sample(pairs, len(pairs) // 2):        # round 2 on the survivor
             want[(c, s)] = rng.choice([0, 2, 9, 14, 30])
@@ -391,5 +436,5 @@ def test_faults_and_a_killed_replica_still_post_everything_exactly_once(replicas
     confirmed = [r for r in ledger_rows(engine, t, "posted") if (r["vendor_message"] or "").startswith("applied")]
     print(f"\nchaos: {len(want)} lines, {sum(applied.values())} writes applied once each, {len(dropped)} dropped "
           f"answers ({len(confirmed)} confirmed by re-reading), {len(dead)} dead then retried; "
-          f"{elapsed:.1f}s, converged {time.time() - killed_at:.1f}s after the SIGKILL")
-    assert replicas.alive() == ["autotask-r2"]
+          f"{elapsed:.1f}s; {victim_name} killed holding {held_by_victim} leases, converged {time.time() - killed_at:.1f}s later")
+    assert replicas.alive() == survivors and len(survivors) == 1

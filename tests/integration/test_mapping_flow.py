@@ -98,7 +98,7 @@ class Flow:
     def publish(self, event_type, event_id=None, **payload):
         event = make_event("marketplace", event_type, self.tenant, event_id=event_id, **payload)
         Publisher(self.stack.amqp_uri, use_confirms=True, serializer="json").publish(
-            event, exchange=Exchange("marketplace.events", type="topic", durable=True, auto_delete=True),
+            event, exchange=get_event_exchange("marketplace", {}),
             routing_key=event_type)
         return event
 

@@ -182,6 +182,7 @@ class Replicas:
         self.extra = extra_env
         self.base_port = base_port
         self.procs = {}
+        self.killed = set()
         self.logs = ROOT / ".run" / env["IDSYNC_STACK"] / "logs"
 
     def start(self, name):
@@ -200,6 +201,8 @@ class Replicas:
     def wait_healthy(self, timeout=60):
         deadline = time.time() + timeout
         for name, (proc, port) in self.procs.items():
+            if name in self.killed:
+                continue
             while True:
                 if proc.poll() is not None:
                     raise AssertionError(f"replica {name} exited with {proc.returncode}")
@@ -216,10 +219,21 @@ class Replicas:
         proc, port = self.procs[name]
         return requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
 
+    def pid(self, name):
+        return self.procs[name][0].pid
+
     def sigkill(self, name):
         proc, _ = self.procs[name]
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
+        self.killed.add(name)
+
+    def by_owner(self, lease_owner):
+        """The replica whose posting owner id (host:pid:nonce) this is."""
+        for name, (proc, _) in self.procs.items():
+            if f":{proc.pid}:" in (lease_owner or ""):
+                return name
+        return None
 
     def alive(self):
         return [n for n, (p, _) in self.procs.items() if p.poll() is None]
