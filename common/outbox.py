@@ -146,7 +146,8 @@ class OutboxRelay(DependencyProvider):
                 if row.event_type in unroutable:
                     continue
                 try:
-                    self.publisher.publish(row.payload, exchange=self.exchange,
+                    # declare the exchange too: before any consumer exists it may not be there yet
+                    self.publisher.publish(row.payload, exchange=self.exchange, declare=[self.exchange],
                                            routing_key=row.event_type)
                 except UndeliverableMessage:
                     # nobody has bound a queue for this event yet: keep it (and the rest of its

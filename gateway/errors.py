@@ -45,6 +45,7 @@ class Unavailable(ApiError):
 REMOTE_ERRORS = {
     "NotFound": NotFound, "TenantMismatch": NotFound, "ValidationError": BadRequest, "BadRequest": BadRequest,
     "Conflict": Conflict, "Forbidden": Forbidden, "PsaUnavailable": Unavailable, "VendorUnavailable": Unavailable,
+    "MethodNotFound": Unavailable,  # a service of an older release that lacks the call
 }
 
 

@@ -124,3 +124,7 @@ class BillingSettings(Strict):
     bill_suspended = fields.Boolean()
     credit_decreases_immediately = fields.Boolean()
     edited_in_psa = fields.String(validate=validate.OneOf(["overwrite", "hold"]))
+
+
+class Retry(Strict):
+    posting_ids = fields.List(fields.String(), required=True, validate=validate.Length(min=1, max=1000))

@@ -8,6 +8,7 @@ from common.service_base import ServiceBase
 from gateway import auth, directory, openapi, portal, schemas, system
 from gateway.portal_mapping import MappingPages
 from gateway.routes_mapping import MappingRoutes
+from gateway.routes_postings import PostingRoutes
 from gateway.routes_psa import PsaRoutes
 from gateway.routes_sync import SyncRoutes
 from gateway.api import Caller, json_response, read_json, route
@@ -18,7 +19,8 @@ from common.vault import CREDENTIAL_FIELDS, Vault
 
 
 
-class GatewayService(ServiceBase, portal.PortalPages, MappingPages, SyncRoutes, PsaRoutes, MappingRoutes):
+class GatewayService(ServiceBase, portal.PortalPages, MappingPages, SyncRoutes, PsaRoutes, MappingRoutes,
+                     PostingRoutes):
     name = "gateway"
     db = Database()
     caller = Caller()

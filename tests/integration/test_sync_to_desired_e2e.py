@@ -66,7 +66,9 @@ def test_sync_map_and_desired_lines_through_the_gateway(billing, stack, engines)
     customer_id, lines = max(lines_by_customer.items(), key=lambda kv: len(kv[1]))
     companies = api(s, "GET", "/api/v1/psa/company")["items"]
     contracts = api(s, "GET", "/api/v1/psa/contract")["items"]
-    contract = next(c for c in contracts if c["active"])
+    # a contract no earlier test has billed into, so every event on it is ours
+    used = {d["contract_id"] for d in api(s, "GET", "/api/v1/desired-lines", params={"per_page": 200})["items"]}
+    contract = next(c for c in contracts if c["active"] and c["psa_id"] not in used)
     company = contract["company_id"]
     api(s, "PUT", f"/api/v1/mapping/customers/{customer_id}", json={"psa_company_id": company})
     assert company in {c["psa_id"] for c in companies}
@@ -101,6 +103,18 @@ def test_sync_map_and_desired_lines_through_the_gateway(billing, stack, engines)
     assert all(line["billable"] for line in lines_now if line["line_status"] == "active")
     desired = api(s, "GET", "/api/v1/desired-lines", params={"per_page": 200})["items"]
     assert any(d["contract_id"] == contract["psa_id"] and int(d["quantity"]) == expected_quantity for d in desired)
+
+    # ...and the Autotask service posts it: the ledger shows the operations posted, and the
+    # simulated Autotask contract holds the desired number of units
+    def posted():
+        rows = api(s, "GET", "/api/v1/postings", params={"contract_id": contract["psa_id"], "per_page": 200})["items"]
+        adjusted = [r for r in rows if r["operation"] == "adjust" and r["state"] == "posted"]
+        return rows if adjusted and sum(r["unit_change"] or 0 for r in adjusted) == expected_quantity else None
+
+    ledger = wait_for(posted, timeout=60, interval=1, message="the ledger to show the posted units")
+    assert {r["state"] for r in ledger} == {"posted"}
+    assert any(r["operation"] == "add_service" for r in ledger)
+    assert api(s, "GET", "/api/v1/postings/failures")["total"] == 0
 
     # a user of another tenant sees none of it. (The demo's two MSPs share one simulated
     # marketplace, so Contoso may have synced the same customer ids into its own tenant: what
