@@ -26,7 +26,10 @@ def idempotency_key(*parts):
 
 
 def operation_key(psa, tenant_id, contract_id, service_id, op, *, desired_version, edit_round=0):
-    """The key of one PlannedOp (common.posting.engine) of one contract line."""
+    """The key of one PlannedOp (common.posting.engine) of one contract line. ``op.params["key"]``
+    (optional) tells apart ops that are otherwise alike - e.g. ConnectWise cancelling two different
+    additions of one line on one day; without it the key is what it always was."""
+    extra = op.params.get("key") if op.params else None
     return idempotency_key(psa, tenant_id, contract_id, service_id, op.kind, op.effective_date,
                            op.quantity_before, op.quantity_after, op.unit_change, op.unit_price,
-                           f"v{desired_version}", f"r{edit_round}")
+                           f"v{desired_version}", f"r{edit_round}", *([f"k{extra}"] if extra else []))
