@@ -20,6 +20,7 @@ make posting safe whatever the PSA:
 """
 from __future__ import annotations
 
+import abc
 import dataclasses
 import datetime as dt
 import decimal
@@ -110,27 +111,28 @@ class Unreadable(Exception):
     trusted (malformed records): the line waits and is read again."""
 
 
-class PsaAdapter:
-    """What a PSA service supplies. All methods but plan() may do I/O."""
+class PsaAdapter(abc.ABC):
+    """What a PSA service supplies (the port the posting engine drives). All but plan() may do I/O."""
 
     psa = "psa"
 
+    @abc.abstractmethod
     def client(self, tenant_id):
         """A vendor client for the tenant, every request of which goes through the budget."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def read(self, client, works):
         """{work.key: state or Unreadable} for every work, in as few requests as possible."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def plan(self, work, state):
         """A Plan (pure)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def execute(self, client, work, op):
         """Send one operation; return the vendor's item id (str) or None. Raise VendorError."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def edited_in_psa(self, tenant_id):
         """The tenant's setting: "overwrite" or "hold"."""
         return "hold"

@@ -102,7 +102,11 @@ def window_start(work, today):
 def segments(desired, pending_from, today):
     """[[start, end|None, quantity, breakpoint]]: pending stretches of constant quantity."""
     segs = []
-    for b in schedule.pending(desired, pending_from):
+    bps = schedule.pending(desired, pending_from)
+    in_force = schedule.desired_at(desired, pending_from)
+    if in_force is not None and (not bps or bps[0] is not in_force):
+        bps = [in_force, *bps]      # the stretch under way at pending_from (a retry dates pending_from today)
+    for b in bps:
         d, q = _day(b["date"]), int(b["quantity"])
         if segs and segs[-1][2] == q:
             segs[-1][3] = b

@@ -223,10 +223,7 @@ def test_line_edited_by_hand_is_overwritten_when_the_tenant_says_so(replicas, te
     t = tenant_factory(contracts=1, services=1, lines={(0, 0): 10})
     c, s = t.contract_ids[0], t.service_ids[0]
     with stack.rpc() as rpc:
-        try:
-            rpc.mapping.update_settings(t.tenant_id, {"edited_in_psa": "overwrite"})
-        except Exception as exc:  # noqa: BLE001
-            pytest.skip(f"mapping.update_settings is not available yet: {exc}")
+        rpc.mapping.update_settings(t.tenant_id, {"edited_in_psa": "overwrite"})
         assert rpc.mapping.settings(t.tenant_id)["edited_in_psa"] == "overwrite"
     engine = engines("autotask")
     t.desire(c, s, 11)

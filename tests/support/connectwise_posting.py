@@ -3,7 +3,6 @@ the ConnectWise simulator, replicas of the connectwise service started and kille
 connectwise_line_desired events published the way the mapping service's outbox does, and readings of
 the simulator (additions, write log)."""
 import collections
-import datetime as dt
 import itertools
 import os
 import re
@@ -195,7 +194,3 @@ class Replicas(_Replicas):
                                 start_new_session=True)
         self.procs[name] = (proc, port)
         return proc
-
-
-def today_iso():
-    return dt.datetime.now(dt.timezone.utc).date().isoformat()

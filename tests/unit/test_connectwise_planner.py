@@ -202,3 +202,9 @@ def test_stretches_that_ended_before_today_are_not_posted():
     w = work([bp(D(2026, 11, 10), 11, 1), bp(D(2026, 11, 15), 13, 2)], pending_from=D(2026, 11, 10))
     plan = converges(w, line(add(55, 10)))
     assert ops_of(plan) == [(QUANTITY, "2026-11-15", 55, 10, 13)]
+
+
+def test_a_retry_dated_today_still_sees_the_stretch_in_force():
+    w = work([bp(D(2026, 11, 10), 13, 2)], pending_from=TODAY)
+    plan = converges(w, line(add(55, 10)))
+    assert ops_of(plan) == [(QUANTITY, "2026-11-20", 55, 10, 13)]
