@@ -10,8 +10,9 @@ from tests.support import infra
 
 @pytest.fixture(scope="session")
 def env():
-    if not (infra.reachable(5433) and infra.reachable(5673)):
-        pytest.fail("PostgreSQL (5433) and RabbitMQ (5673) are not running: use `make test`, which starts them")
+    if not (infra.reachable(infra.PG_PORT) and infra.reachable(infra.AMQP_PORT)):
+        pytest.fail(f"PostgreSQL ({infra.PG_PORT}) and RabbitMQ ({infra.AMQP_PORT}) are not running: "
+                    "use `make test`, which starts them")
     environment = infra.test_environment()
     os.environ.update({k: environment[k] for k in environment if k.startswith("IDSYNC_")})
     return environment

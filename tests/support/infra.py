@@ -24,6 +24,10 @@ TEST_ENV = {
 }
 
 
+PG_PORT = int(os.environ.get("IDSYNC_PG_PORT", "5433"))
+AMQP_PORT = int(os.environ.get("IDSYNC_AMQP_PORT", "5673"))
+
+
 def test_environment():
     env = dict(os.environ)
     env.update(ensure_secrets())
@@ -40,12 +44,12 @@ def reachable(port, host="127.0.0.1"):
 
 
 def amqp_uri(env):
-    return f"amqp://idsync:{env['IDSYNC_AMQP_PASSWORD']}@127.0.0.1:5673/{env['IDSYNC_AMQP_VHOST']}"
+    return f"amqp://idsync:{env['IDSYNC_AMQP_PASSWORD']}@127.0.0.1:{AMQP_PORT}/{env['IDSYNC_AMQP_VHOST']}"
 
 
 def db_uri(env, service):
     return (f"postgresql://idsync_{service}:{env[f'IDSYNC_DB_PASSWORD_{service.upper()}']}"
-            f"@127.0.0.1:5433/{env['IDSYNC_DB_NAME']}")
+            f"@127.0.0.1:{PG_PORT}/{env['IDSYNC_DB_NAME']}")
 
 
 def stack(env, *args):

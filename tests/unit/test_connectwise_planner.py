@@ -207,4 +207,4 @@ def test_stretches_that_ended_before_today_are_not_posted():
 def test_a_retry_dated_today_still_sees_the_stretch_in_force():
     w = work([bp(D(2026, 11, 10), 13, 2)], pending_from=TODAY)
     plan = converges(w, line(add(55, 10)))
-    assert ops_of(plan) == [(QUANTITY, "2026-11-20", 55, 10, 13)]
+    assert ops_of(plan) == [(QUANTITY, "2026-11-10", 55, 10, 13)]     # the stretch's own date
