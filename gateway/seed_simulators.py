@@ -27,6 +27,76 @@ def _post(name, path, body):
     return r.json()
 
 
+PSA_ONLY_COMPANIES = ("Harborview Veterinary Clinic", "Quillon Architecture Studio", "Bramblewood Bakery",
+                      "Oxbow River Outfitters", "Tamarack Dental Partners", "Windrose Charter School")
+
+
+def _market_catalogue():
+    r = requests.get(_sim("sim-marketplace", "/_sim/state"), timeout=30)
+    r.raise_for_status()
+    state = r.json()
+    return state["customers"], state["products"]
+
+
+def psa_side(customers, products):
+    """The demo MSP's PSA as a person would find it: most marketplace customers there under the
+    same name (the mapping screen suggests them), some under a slightly different one (a fuzzy
+    suggestion with its score), a few missing (they stay red until someone acts)."""
+    companies = []
+    for n, c in enumerate(sorted(customers, key=lambda c: str(c["id"]))):
+        if n % 9 == 4:
+            continue  # not in the PSA yet
+        name = c["name"]
+        if n % 5 == 2:  # typed differently in the PSA
+            name = name.replace("LLC", "L.L.C.").replace("Inc.", "Incorporated").replace(" & ", " and ")
+            if name == c["name"]:
+                name = name + " Group"
+        companies.append({"name": name, "web": (c.get("domain") or None)})
+    # and customers the MSP bills for other work, who buy nothing on the marketplace
+    companies += [{"name": name, "web": None} for name in PSA_ONLY_COMPANIES]
+    services, seen = [], set()
+    for p in sorted(products, key=lambda p: p["mpn"]):
+        if p["name"] in seen:
+            continue
+        seen.add(p["name"])
+        services.append({"name": p["name"], "unitPrice": str(p.get("unitPrice") or "10.00"),
+                         "unitCost": str(p.get("unitCost") or "8.50")})
+    return companies, services
+
+
+def _autotask_doc(ci, tenant, creds, companies, services):
+    db = {"ci": ci, "name": tenant["name"], "credentials": [{
+        "username": creds["api_user"], "secret": creds["secret"], "integration_code": creds["integration_code"]}],
+        "companies": [], "contracts": [], "services": []}
+    for n, c in enumerate(companies, start=1):
+        db["companies"].append({"id": 1000 + n, "companyName": c["name"], "companyType": 1, "isActive": True,
+                                "webAddress": c["web"]})
+        db["contracts"].append({"id": 5000 + n, "companyID": 1000 + n, "contractName": f"{c['name']} - Microsoft 365",
+                                "contractType": 7, "status": 1, "startDate": "2026-01-01T00:00:00.000"})
+    for n, svc in enumerate(services, start=1):
+        db["services"].append({"id": 300 + n, "name": svc["name"], "unitPrice": svc["unitPrice"],
+                               "unitCost": svc["unitCost"], "isActive": True})
+    return {"append": True, "databases": [db]}
+
+
+def _connectwise_doc(tenant, creds, companies, services):
+    entry = {"company_id": creds["company_id"], "name": tenant["name"], "credentials": [{
+        "public_key": creds["public_key"], "private_key": creds["private_key"], "client_id": creds["client_id"]}],
+        "companies": [], "agreements": [], "catalog": []}
+    for n, c in enumerate(companies, start=1):
+        ident = f"DEMO{n:04d}"
+        entry["companies"].append({"identifier": ident, "name": c["name"],
+                                   "website": c["web"]})
+        entry["agreements"].append({"name": f"{c['name']} - Microsoft 365", "company": ident, "type": {"id": 2},
+                                    "startDate": "2026-01-01T00:00:00Z", "noEndingDateFlag": True,
+                                    "billingCycle": {"id": 1}, "agreementStatus": "Active"})
+    for n, svc in enumerate(services, start=1):
+        entry["catalog"].append({"identifier": f"M365-{n:03d}", "description": svc["name"],
+                                 "price": float(svc["unitPrice"]), "cost": float(svc["unitCost"]),
+                                 "recurringFlag": True})
+    return {"companies_sets": [entry]}
+
+
 def seed(tenants, size=40):
     market_creds = [{"user": t["credentials"]["marketplace"]["api_user"],
                      "password": t["credentials"]["marketplace"]["password"],
@@ -35,20 +105,11 @@ def seed(tenants, size=40):
     if not _has("sim-marketplace", market_creds[0]["user"]):
         _post("sim-marketplace", "/_sim/generate", {"seed": 7, "customers": size, "lines": size * 4,
                                                     "credentials": market_creds})
+    companies, services = psa_side(*_market_catalogue())
     for number, t in enumerate(tenants, start=1):
         creds = t["credentials"]
         if "autotask" in creds and not _has("sim-autotask", creds["autotask"]["api_user"]):
-            # each Autotask customer is its own database: create the demo's, then fill it
-            ci = 700000 + number
-            _post("sim-autotask", "/_sim/seed", {"append": True, "databases": [{
-                "ci": ci, "name": t["name"],
-                "credentials": [{"username": creds["autotask"]["api_user"], "secret": creds["autotask"]["secret"],
-                                 "integration_code": creds["autotask"]["integration_code"]}]}]})
-            _post("sim-autotask", "/_sim/generate", {"seed": 7, "companies": size, "lines_per_contract": 0,
-                                                     "database": ci})
+            # each Autotask customer is its own database: the demo MSP's
+            _post("sim-autotask", "/_sim/seed", _autotask_doc(700000 + number, t, creds["autotask"], companies, services))
         if "connectwise" in creds and not _has("sim-connectwise", creds["connectwise"]["public_key"]):
-            cw = creds["connectwise"]
-            _post("sim-connectwise", "/_sim/generate", {
-                "seed": 7, "companies": size, "company_id": cw["company_id"], "name": t["name"], "additions": 0,
-                "credentials": [{"public_key": cw["public_key"], "private_key": cw["private_key"],
-                                 "client_id": cw["client_id"]}]})
+            _post("sim-connectwise", "/_sim/seed", _connectwise_doc(t, creds["connectwise"], companies, services))
