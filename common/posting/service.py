@@ -1,0 +1,92 @@
+"""What the Autotask and ConnectWise services have in common: reference browsing for the mapping
+screens, folding desired lines into the posting schedule, the posting loop, and the ledger RPCs.
+A PSA service subclasses PsaService and adds its client, its connection test, its event handler
+(the event type names the PSA) and its posting timer."""
+import os
+
+from nameko.rpc import RpcProxy, rpc
+
+from common.credentials import CredentialVault, tenant_credentials
+from common.db import Database
+from common.errors import BadRequest, VendorUnavailable
+from common.events import load_event
+from common.idempotency import claim_event
+from common.logs import log_context
+from common.posting import store as posting_store
+from common.posting.retry import NotSent
+from common.service_base import ServiceBase
+from common.vendor_client import VendorError
+
+POLL_SECONDS = float(os.environ.get("IDSYNC_POSTING_POLL", "0.5"))
+
+
+class PsaService(ServiceBase):
+    psa = "psa"          # the credential kind and the event prefix: autotask | connectwise
+    models = None        # the service's models module (posting, processed_events tables)
+    references = None    # the service's references module (BROWSE by kind)
+
+    db = Database()
+    gateway = RpcProxy("gateway")
+    mapping = RpcProxy("mapping")
+    vault = CredentialVault()
+
+    def credentials(self, tenant_id):
+        return tenant_credentials(self.gateway, self.vault, tenant_id, self.psa)
+
+    def reference_client(self, tenant_id):
+        """The client browse_references reads with (override to count it against the budget)."""
+        return self.client(tenant_id)
+
+    @rpc
+    def browse_references(self, tenant_id, kind):
+        if kind not in self.references.BROWSE:
+            raise BadRequest(f"kind must be one of {sorted(self.references.BROWSE)}")
+        with log_context(tenant_id=tenant_id):
+            try:
+                return self.references.BROWSE[kind](self.reference_client(tenant_id))
+            except (VendorError, NotSent) as exc:
+                raise VendorUnavailable(str(exc)) from None
+
+    # --- posting -------------------------------------------------------------------------------
+    def record_desired(self, payload):
+        """The body of the subclass's `<psa>_line_desired` handler."""
+        event_type = f"{self.psa}_line_desired"
+        event = load_event("mapping", event_type, payload)
+        with log_context(event["tenant_id"], event["event_id"]), self.db.transaction() as session:
+            if not claim_event(session, self.models.processed_events, f"{self.psa}.on_line_desired", event):
+                return
+            posting_store.record_desired(session, self.models.posting, event["tenant_id"], event)
+
+    def run_posting(self, adapter_class):
+        """The body of the subclass's posting timer: one pass of the posting loop."""
+        adapter = adapter_class(
+            client_factory=lambda tenant_id: self.posting.client(
+                tenant_id, self.gateway.tenant_credentials(tenant_id, self.psa)),
+            settings_lookup=lambda tenant_id: self.posting.edited_in_psa(
+                tenant_id, lambda: self.mapping.settings(tenant_id)))
+        self.posting.poster(self.db, self.outbox, adapter).run_due()
+
+    @rpc
+    def ledger(self, tenant_id, page=1, per_page=50, state=None, contract_id=None):
+        """Every planned operation, newest first: the list envelope of common.paging."""
+        with self.db.transaction() as session:
+            return posting_store.ledger_page(session, self.models.posting, tenant_id, page, per_page, state,
+                                             contract_id)
+
+    @rpc
+    def failures(self, tenant_id, page=1, per_page=50):
+        """The failure log: dead, failed (being retried) and held (edited in the PSA) operations."""
+        with self.db.transaction() as session:
+            return posting_store.failures_page(session, self.models.posting, tenant_id, page, per_page)
+
+    @rpc
+    def retry(self, tenant_id, posting_ids):
+        with log_context(tenant_id=tenant_id), self.db.transaction() as session:
+            return {"retried": posting_store.retry(session, self.models.posting, tenant_id, posting_ids)}
+
+    @rpc
+    def posting_status(self, tenant_id):
+        """{"lines": {status: count}, "budget": {limit, used, remaining, ...}}."""
+        with self.db.transaction() as session:
+            lines = posting_store.line_status(session, self.models.posting, tenant_id)
+        return {"lines": lines, "budget": self.posting.budget.usage(str(tenant_id))}
