@@ -14,6 +14,8 @@ help:
 	@echo "make down    stop what make up started"
 	@echo "make status  each process and its health"
 	@echo "make test    set up and run every test"
+	@echo "make bench  run the benchmarks (BENCH=\"pipeline gateway\" for some, BENCH_ARGS=--quick)"
+	@echo "make chaos  run the chaos suite (CHAOS_ARGS=\"--runs 20\")"
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required, found " + sys.version' 
@@ -50,6 +52,12 @@ test: infra
 	@$(PY) -m common.dbsetup --database idsync_test --drop >/dev/null
 	@scripts/infra.sh reset-test-vhost
 	@$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: infra
+	@$(PY) -m bench $(BENCH) $(BENCH_ARGS)
+
+chaos: secrets
+	@$(PY) -m bench.chaos $(CHAOS_ARGS)
 
 test-unit: venv
 	@$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)

@@ -19,7 +19,8 @@ from common.topology import SERVICES, migrations_dir, models_module, role_for
 
 PG_HOST = os.environ.get("IDSYNC_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("IDSYNC_PG_PORT", "5433"))
-PG_SOCKET = os.environ.get("IDSYNC_PG_SOCKET", str(ROOT / ".run" / "pg" / "sock"))
+PG_SOCKET = os.environ.get("IDSYNC_PG_SOCKET",
+                           os.path.join(os.environ.get("IDSYNC_INFRA_DIR", str(ROOT / ".run")), "pg", "sock"))
 OWNER = "idsync_owner"
 
 

@@ -5,14 +5,16 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 RUN="$ROOT/.run"
+# IDSYNC_INFRA_DIR puts a second PostgreSQL + RabbitMQ pair elsewhere (the chaos suite restarts its own)
+INFRA="${IDSYNC_INFRA_DIR:-$RUN}"
 PG_PORT=${IDSYNC_PG_PORT:-5433}
 AMQP_PORT=${IDSYNC_AMQP_PORT:-5673}
 MGMT_PORT=${IDSYNC_MGMT_PORT:-15673}
 DIST_PORT=${IDSYNC_DIST_PORT:-25673}
 PG_BIN=${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)}
-PGDATA="$RUN/pg/data"
-PGSOCK="$RUN/pg/sock"
-RMQ="$RUN/rabbitmq"
+PGDATA="$INFRA/pg/data"
+PGSOCK="$INFRA/pg/sock"
+RMQ="$INFRA/rabbitmq"
 export RABBITMQ_NODENAME=${IDSYNC_RMQ_NODE:-idsync@localhost}
 export RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
 export RABBITMQ_NODE_PORT=$AMQP_PORT
@@ -48,8 +50,8 @@ install() {
 }
 
 pg_up() {
-  mkdir -p "$RUN/pg" "$PGSOCK" "$RUN/logs"
-  if [ "$(id -u)" = 0 ]; then chown -R postgres "$RUN/pg"; chmod 755 "$RUN" 2>/dev/null || true; fi
+  mkdir -p "$INFRA/pg" "$PGSOCK" "$RUN/logs"
+  if [ "$(id -u)" = 0 ]; then chown -R postgres "$INFRA/pg"; chmod 755 "$RUN" "$INFRA" 2>/dev/null || true; fi
   if [ ! -s "$PGDATA/PG_VERSION" ]; then
     as_pg "$PG_BIN/initdb" -D "$PGDATA" -U postgres -A trust --auth-local=trust -E UTF8 >/dev/null
     # loopback and the project's socket only
@@ -70,7 +72,7 @@ host  all all 127.0.0.1/32 scram-sha-256
 CONF
   fi
   if as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" status >/dev/null 2>&1; then return 0; fi
-  as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$RUN/pg/postgres.log" -w -t 60 start >/dev/null
+  as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$INFRA/pg/postgres.log" -w -t 60 start >/dev/null
 }
 
 pg_down() {
