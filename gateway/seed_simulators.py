@@ -2,6 +2,11 @@
 
 The simulators keep their data in memory: after a restart they are empty and are seeded again;
 while they run, a second `make up` leaves them (and whatever a person changed) alone.
+
+Each demo MSP is its own reseller account in the simulated marketplace, with customers of its
+own (the vendor shows an API app only its account's data), and its PSA mirrors those customers.
+Northwind, the default demo, is the simulator's "default" account, so a customer added by hand
+(POST /_sim/customers without an account) shows up in Northwind's marketplace.
 """
 import json
 
@@ -31,10 +36,24 @@ PSA_ONLY_COMPANIES = ("Harborview Veterinary Clinic", "Quillon Architecture Stud
                       "Oxbow River Outfitters", "Tamarack Dental Partners", "Windrose Charter School")
 
 
-def _market_catalogue():
-    r = requests.get(_sim("sim-marketplace", "/_sim/state"), timeout=30)
+# tenant slug -> (marketplace account, generator seed); seeds chosen so no customer name or domain
+# is in both MSPs' books
+MARKET_ACCOUNTS = {"northwind": ("default", 7), "contoso": ("contoso", 9)}
+
+
+def market_account(tenant, number=1):
+    return MARKET_ACCOUNTS.get(tenant["slug"], (tenant["slug"], 100 + number))
+
+
+def _market_state(account):
+    r = requests.get(_sim("sim-marketplace", "/_sim/state"), params={"account": account}, timeout=30)
     r.raise_for_status()
-    state = r.json()
+    return r.json()
+
+
+def _market_catalogue(account):
+    """The customers of one marketplace account and the (shared) products."""
+    state = _market_state(account)
     return state["customers"], state["products"]
 
 
@@ -98,15 +117,16 @@ def _connectwise_doc(tenant, creds, companies, services):
 
 
 def seed(tenants, size=40):
-    market_creds = [{"user": t["credentials"]["marketplace"]["api_user"],
-                     "password": t["credentials"]["marketplace"]["password"],
-                     "subscription_key": t["credentials"]["marketplace"]["subscription_key"],
-                     "marketplace": t["credentials"]["marketplace"]["marketplace"]} for t in tenants]
-    if not _has("sim-marketplace", market_creds[0]["user"]):
-        _post("sim-marketplace", "/_sim/generate", {"seed": 7, "customers": size, "lines": size * 4,
-                                                    "credentials": market_creds})
-    companies, services = psa_side(*_market_catalogue())
+    for number, t in enumerate(tenants, start=1):  # in order: the same ids every time
+        mp = t["credentials"]["marketplace"]
+        account, data_seed = market_account(t, number)
+        if not any(c["user"] == mp["api_user"] for c in _market_state(account)["credentials"]):
+            _post("sim-marketplace", "/_sim/generate", {
+                "seed": data_seed, "customers": size, "lines": size * 4, "account": account,
+                "credentials": [{"user": mp["api_user"], "password": mp["password"],
+                                 "subscription_key": mp["subscription_key"], "marketplace": mp["marketplace"]}]})
     for number, t in enumerate(tenants, start=1):
+        companies, services = psa_side(*_market_catalogue(market_account(t, number)[0]))
         creds = t["credentials"]
         if "autotask" in creds and not _has("sim-autotask", creds["autotask"]["api_user"]):
             # each Autotask customer is its own database: the demo MSP's

@@ -1,5 +1,5 @@
 """python -m simulators.marketplace --port 8601 [--user u --password p --subscription-key k]
-[--generate-customers 500 --generate-lines 5000] [--seed-file seed.json] [limits...]"""
+[--generate-customers 500 --generate-lines 5000] [--account name] [--seed-file seed.json] [limits...]"""
 from __future__ import annotations
 
 import sys
@@ -18,6 +18,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--password")
     parser.add_argument("--subscription-key")
     parser.add_argument("--marketplace", default="us")
+    parser.add_argument("--account", default="default", help="account of --user and of the generated customers")
     parser.add_argument("--generate-customers", type=int, default=0)
     parser.add_argument("--generate-lines", type=int, default=0)
     parser.add_argument("--generate-seed", type=int, default=1)
@@ -35,10 +36,10 @@ def configure(app, args) -> None:
     if args.user:
         calls.append(("/_sim/seed", {"credentials": [{
             "user": args.user, "password": args.password or "", "subscription_key": args.subscription_key or "",
-            "marketplace": args.marketplace}]}))
+            "marketplace": args.marketplace, "account": args.account}]}))
     if args.generate_customers or args.generate_lines:
         calls.append(("/_sim/generate", {"seed": args.generate_seed, "customers": args.generate_customers or 50,
-                                         "lines": args.generate_lines or 200}))
+                                         "lines": args.generate_lines or 200, "account": args.account}))
     for path, payload in calls:
         resp = client.post(path, json=payload)
         if resp.status_code >= 300:

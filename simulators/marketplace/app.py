@@ -1,8 +1,9 @@
 """Flask routes of the Ingram Micro Cloud Marketplace simulator.
 
 Vendor API under /marketplace/{region}/ (any region): POST token, GET customers,
-products, products/{id}, subscriptions, subscriptions/{id}. Admin API under /_sim/
-(plus the kit's fault/write-log/count routes). See simulators/README.md.
+products, products/{id}, subscriptions, subscriptions/{id} - customers and subscriptions of the
+credential's own account only. Admin API under /_sim/ (plus the kit's fault/write-log/count
+routes). See simulators/README.md.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import flask
 from .. import kit
 from . import views
 from .generator import DEFAULT_ANCHOR, generate
-from .state import Market, SimError, iso, norm_dt, parse_dt
+from .state import Market, SimError, account_name, iso, norm_dt, parse_dt
 
 PREFIX = "/marketplace/<region>"
 DEFAULT_CONFIG = {
@@ -124,7 +125,7 @@ def create_app(seed: int = 0, config: dict | None = None) -> flask.Flask:
                     return sim.error_response(
                         429, f"Rate limit is exceeded. Try again in {headers['Retry-After']} seconds.", headers)
                 try:
-                    resp = flask.make_response(fn(**kwargs))
+                    resp = flask.make_response(fn(cred["account"], **kwargs))
                 except SimError as exc:
                     resp = sim.error_response(exc.status, exc.message)
                 resp.headers.update(headers)
@@ -149,15 +150,15 @@ def create_app(seed: int = 0, config: dict | None = None) -> flask.Flask:
         return {"data": data, "pagination": {"offset": offset, "limit": limit, "total": total}}
 
     @vendor_get("/customers")
-    def customers():
+    def customers(account):
         offset, limit = paging()
         with sim.lock:
-            ids, total = market.page("customers", offset, limit)
+            ids, total = market.page("customers", offset, limit, account)
             data = [views.customer_out(market.customers[i]) for i in ids]
         return envelope(data, offset, limit, total)
 
     @vendor_get("/products")
-    def products():
+    def products(_account):  # the catalogue is shared by every account
         offset, limit = paging()
         fmt = money()
         with sim.lock:
@@ -166,7 +167,7 @@ def create_app(seed: int = 0, config: dict | None = None) -> flask.Flask:
         return envelope(data, offset, limit, total)
 
     @vendor_get("/products/<product_id>")
-    def product(product_id):
+    def product(_account, product_id):
         with sim.lock:
             item = market.products.get(product_id)
             if item is None:
@@ -174,7 +175,7 @@ def create_app(seed: int = 0, config: dict | None = None) -> flask.Flask:
             return views.product_out(item, money())
 
     @vendor_get("/subscriptions")
-    def subscriptions():
+    def subscriptions(account):
         offset, limit = paging()
         args = flask.request.args
         statuses = {s.strip() for s in args.get("status", "").split(",") if s.strip()} or None
@@ -186,15 +187,15 @@ def create_app(seed: int = 0, config: dict | None = None) -> flask.Flask:
             except ValueError as exc:
                 raise SimError(400, f"invalid date: {args['creationDateTo']!r}") from exc
         with sim.lock:
-            ids = market.subscription_ids(args.get("customerId") or None, statuses, date_from, date_to)
+            ids = market.subscription_ids(args.get("customerId") or None, statuses, date_from, date_to, account)
             data = [views.summary_out(market.subs[i]) for i in ids[offset:offset + limit]]
             total = len(ids)
         return envelope(data, offset, limit, total)
 
     @vendor_get("/subscriptions/<sub_id>")
-    def subscription(sub_id):
+    def subscription(account, sub_id):
         with sim.lock:
-            return views.detail_out(market.get_subscription(sub_id), money())
+            return views.detail_out(market.get_subscription(sub_id, account), money())
 
     # --- admin API --------------------------------------------------------------------
     def body() -> dict:
@@ -238,30 +239,45 @@ def create_app(seed: int = 0, config: dict | None = None) -> flask.Flask:
                       "lines": int(spec.get("lines", 200))}
         except (TypeError, ValueError) as exc:
             raise SimError(400, "seed, customers and lines must be integers") from exc
+        account = account_name(spec.get("account"))
         with sim.lock:
-            doc = generate(**params, anchor=spec.get("anchor") or DEFAULT_ANCHOR,
-                           first_ids=market.next_ids(), credentials=spec.get("credentials"))
+            doc = generate(**params, anchor=spec.get("anchor") or DEFAULT_ANCHOR, first_ids=market.next_ids(),
+                           credentials=spec.get("credentials"), account=account)
             return market.load(doc)
 
     @app.get("/_sim/state")
     def sim_state():
+        """Everything, or with ?account=X that account's credentials, customers, subscriptions
+        and counts (products are shared: all of them either way)."""
         fmt = money()
+        account = flask.request.args.get("account") or None
         with sim.lock:
+            if account is None:
+                creds, custs, subs = market.credentials.values(), market.customers.values(), market.subs.values()
+            else:
+                creds = [c for c in market.credentials.values() if c["account"] == account]
+                custs = [c for c in market.customers.values() if c["account"] == account]
+                subs = [s for s in market.subs.values() if market.account_of(s) == account]
+            users = {c["user"] for c in creds}
+            tokens = (len(market.tokens) if account is None
+                      else sum(1 for t in market.tokens.values() if t["user"] in users))
             return {
                 "config": dict(cfg),
-                "counts": market.counts(),
-                "credentials": list(market.credentials.values()),
-                "tokens": len(market.tokens),
-                "customers": [views.customer_out(c) for c in market.customers.values()],
+                **({} if account is None else {"account": account}),
+                "counts": market.counts(account),
+                "accounts": market.accounts(),
+                "credentials": [dict(c) for c in creds],
+                "tokens": tokens,
+                "customers": [views.admin_customer(c) for c in custs],
                 "products": [views.product_out(p, fmt) for p in market.products.values()],
-                "subscriptions": [views.admin_subscription(s, fmt) for s in market.subs.values()],
+                "subscriptions": [views.admin_subscription(s, fmt) for s in subs],
             }
 
     @app.post("/_sim/customers")
     def sim_add_customer():
         doc = body()
         with sim.lock:
-            return views.customer_out(market.add_customer(doc)), 201
+            return views.admin_customer(market.add_customer(doc)), 201
 
     @app.post("/_sim/subscriptions")
     def sim_add_subscription():
@@ -270,6 +286,12 @@ def create_app(seed: int = 0, config: dict | None = None) -> flask.Flask:
             if doc.get("id") and str(doc["id"]) in market.subs:
                 raise SimError(409, f"subscription {doc['id']} exists")
             return views.detail_out(market.add_subscription(doc), money()), 201
+
+    @app.post("/_sim/subscriptions/changes")
+    def sim_change_many():
+        doc = body()
+        with sim.lock:
+            return market.change_many(doc.get("changes"))
 
     @app.post("/_sim/subscriptions/<sub_id>/change")
     def sim_change(sub_id):

@@ -3,7 +3,8 @@ subscriptions with 1-3 lines. Same seed + same arguments + same starting ids -> 
 document (it uses only random.Random(seed) and a fixed anchor date, never the clock).
 
 generate() returns a seed document in the shape POST /_sim/seed takes, with every field
-filled in, so loading it goes through the same code path as a hand-written seed.
+filled in, so loading it goes through the same code path as a hand-written seed. The customers
+belong to `account`, and so do the credentials given that name no account of their own.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import random
 import re
 from decimal import Decimal
 
-from .state import ID_BASE, iso, next_renewal, parse_dt
+from .state import DEFAULT_ACCOUNT, ID_BASE, iso, next_renewal, parse_dt
 
 DEFAULT_ANCHOR = "2026-11-01T00:00:00Z"
 
@@ -91,7 +92,7 @@ def catalogue_products() -> list[dict]:
     return products
 
 
-def _customers(rng: random.Random, count: int, first_id: int) -> list[dict]:
+def _customers(rng: random.Random, count: int, first_id: int, account: str) -> list[dict]:
     out, names, domains = [], set(), set()
     for i in range(count):
         while True:
@@ -111,7 +112,7 @@ def _customers(rng: random.Random, count: int, first_id: int) -> list[dict]:
         domains.add(domain)
         out.append({"id": str(first_id + i), "externalId": f"C{first_id + i - ID_BASE['customer'] + 1:05d}",
                     "name": f"{base} {suffix}".strip(), "domain": domain,
-                    "status": "inactive" if rng.random() < 0.02 else "active"})
+                    "status": "inactive" if rng.random() < 0.02 else "active", "account": account})
     return out
 
 
@@ -121,7 +122,7 @@ def _quantity(rng: random.Random, max_qty: int) -> int:
 
 
 def generate(seed: int = 1, customers: int = 50, lines: int = 200, anchor: str = DEFAULT_ANCHOR,
-             first_ids: dict | None = None, credentials=None) -> dict:
+             first_ids: dict | None = None, credentials=None, account: str = DEFAULT_ACCOUNT) -> dict:
     rng = random.Random(seed)
     ids = {**ID_BASE, **(first_ids or {})}
     anchor_dt = parse_dt(anchor)
@@ -131,7 +132,7 @@ def generate(seed: int = 1, customers: int = 50, lines: int = 200, anchor: str =
     for p in products:
         by_term.setdefault(p["mpn"].split(":", 2)[2], []).append((p, popularity[p["name"]]))
 
-    custs = _customers(rng, max(1, customers), ids["customer"])
+    custs = _customers(rng, max(1, customers), ids["customer"], account)
     # Skewed ownership: a few customers hold many subscriptions.
     cust_weights = [1.0 / (rank + 1) ** 0.7 for rank in range(len(custs))]
     rng.shuffle(cust_weights)
@@ -183,5 +184,7 @@ def generate(seed: int = 1, customers: int = 50, lines: int = 200, anchor: str =
 
     doc = {"customers": custs, "products": products, "subscriptions": subs}
     if credentials:
-        doc["credentials"] = credentials if isinstance(credentials, list) else [credentials]
+        creds = credentials if isinstance(credentials, list) else [credentials]
+        doc["credentials"] = [{**c, "account": c.get("account") or account} if isinstance(c, dict) else c
+                              for c in creds]
     return doc

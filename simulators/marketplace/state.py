@@ -5,6 +5,11 @@ Money is kept as Decimal and formatted on output (see Market.money).
 Listing is "newest first": subscriptions by (creationDate, id) descending, customers
 and products by id descending. Sorted id lists are built once per data version and
 filtered lists are cached per filter, so paging through 50k lines costs O(limit) a page.
+
+Accounts: every credential and customer belongs to one reseller account ("default" unless
+named); a subscription belongs to its customer's account. The vendor API shows a credential
+only its own account's customers and subscriptions; the product catalogue is shared. Each
+account has its own data version, so a change in one account keeps the others' caches.
 """
 from __future__ import annotations
 
@@ -19,6 +24,9 @@ SUMMARY_FIELDS = ("id", "customerId", "status", "renewalStatus", "creationDate",
 LINE_FIELDS = ("mpn", "name", "quantity", "unitPrice", "extendedPrice")
 ID_BASE = {"customer": 1000001, "product": 3000001, "subscription": 5000001}
 CENT = Decimal("0.01")
+DEFAULT_ACCOUNT = "default"
+_PRODUCTS = None  # the version key of the shared catalogue (accounts are strings)
+_FILTER_CACHE_SIZE = 2048
 
 
 class SimError(Exception):
@@ -99,6 +107,21 @@ def _id_key(record_id: str):
     return (len(record_id), record_id)
 
 
+def account_name(value, default: str = DEFAULT_ACCOUNT) -> str:
+    """An account name from a request: missing or empty -> default; anything but text -> 400."""
+    if value is None or value == "":
+        return default
+    if not isinstance(value, str):
+        raise SimError(400, "account must be a string")
+    return value
+
+
+def _valid_quantity(value, what: str = "quantity") -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise SimError(400, f"{what} must be an integer >= 0")
+    return value
+
+
 def _require(doc: dict, field: str, what: str):
     if doc.get(field) in (None, ""):
         raise SimError(400, f"{what}: '{field}' is required")
@@ -117,13 +140,17 @@ class Market:
         self.by_mpn: dict[str, str] = {}
         self.subs: dict[str, dict] = {}
         self.by_customer: dict[str, list[str]] = collections.defaultdict(list)
-        self._version = 0
-        self._sorted: dict[str, tuple[int, list[str]]] = {}
-        self._filtered: dict[tuple, tuple[int, list[str]]] = {}
+        self.by_account: dict[str, dict[str, None]] = collections.defaultdict(dict)  # account -> customer ids
+        self._versions: collections.Counter = collections.Counter()  # account (or _PRODUCTS) -> version
+        self._sorted: dict[tuple, tuple[int, list[str]]] = {}
+        self._filtered: collections.OrderedDict = collections.OrderedDict()
         self._next = dict(ID_BASE)
 
-    def _changed(self) -> None:
-        self._version += 1
+    def _changed(self, account: str | None = _PRODUCTS) -> None:
+        self._versions[account] += 1
+
+    def account_of(self, sub: dict) -> str:
+        return self.customers[sub["customerId"]]["account"]
 
     def _new_id(self, kind: str) -> str:
         value = str(self._next[kind])
@@ -142,7 +169,8 @@ class Market:
         cred = {"user": str(_require(doc, "user", "credential")),
                 "password": str(_require(doc, "password", "credential")),
                 "subscription_key": str(_require(doc, "subscription_key", "credential")),
-                "marketplace": str(doc.get("marketplace") or "us")}
+                "marketplace": str(doc.get("marketplace") or "us"),
+                "account": account_name(doc.get("account"))}
         self.credentials[cred["user"]] = cred
         return cred
 
@@ -180,6 +208,10 @@ class Market:
 
     # --- customers ----------------------------------------------------------------
     def add_customer(self, doc: dict) -> dict:
+        """Upsert a customer. Without `account` a new customer joins "default" and an existing
+        one keeps its account; a different account moves it (and its subscriptions)."""
+        old = self.customers.get(str(doc.get("id") or ""))
+        account = account_name(doc.get("account"), old["account"] if old else DEFAULT_ACCOUNT)
         cid = str(doc.get("id") or self._new_id("customer"))
         self._note_id("customer", cid)
         cust = {"id": cid, "externalId": doc.get("externalId"),
@@ -187,8 +219,13 @@ class Market:
                 "status": str(doc.get("status") or "active")}
         if doc.get("domain"):
             cust["domain"] = str(doc["domain"])
+        cust["account"] = account
+        if old and old["account"] != account:
+            self.by_account[old["account"]].pop(cid, None)
+            self._changed(old["account"])
         self.customers[cid] = cust
-        self._changed()
+        self.by_account[account][cid] = None
+        self._changed(account)
         return cust
 
     # --- products -----------------------------------------------------------------
@@ -232,13 +269,11 @@ class Market:
     # --- subscriptions ------------------------------------------------------------
     def _make_line(self, doc: dict) -> dict:
         mpn = str(_require(doc, "mpn", "line"))
-        product = self.product_for(mpn, doc.get("name"))
-        quantity = doc.get("quantity", 1)
-        if not isinstance(quantity, int) or isinstance(quantity, bool) or quantity < 0:
-            raise SimError(400, f"line {mpn}: quantity must be an integer >= 0")
-        price = dec(doc["unitPrice"]) if doc.get("unitPrice") is not None else product["unitPrice"]
+        quantity = _valid_quantity(doc.get("quantity", 1), f"line {mpn}: quantity")
+        price = dec(doc["unitPrice"]) if doc.get("unitPrice") is not None else None
+        product = self.product_for(mpn, doc.get("name"))  # only once the line is valid
         return {"mpn": mpn, "name": str(doc.get("name") or product["name"]), "quantity": quantity,
-                "unitPrice": price}
+                "unitPrice": product["unitPrice"] if price is None else price}
 
     def add_subscription(self, doc: dict, now: dt.datetime | None = None) -> dict:
         now = now or utcnow()
@@ -254,6 +289,7 @@ class Market:
         sid = str(doc.get("id") or self._new_id("subscription"))
         if sid in self.subs and self.subs[sid]["customerId"] != cust_id:
             self.by_customer[self.subs[sid]["customerId"]].remove(sid)
+            self._changed(self.account_of(self.subs[sid]))
         self._note_id("subscription", sid)
         created = parse_dt(norm_dt(doc["creationDate"])) if doc.get("creationDate") else now
         if doc.get("renewalDate"):
@@ -272,25 +308,27 @@ class Market:
         if sid not in self.subs or self.subs[sid]["customerId"] != cust_id:
             self.by_customer[cust_id].append(sid)
         self.subs[sid] = sub
-        self._changed()
+        self._changed(self.customers[cust_id]["account"])
         return sub
 
-    def get_subscription(self, sid: str) -> dict:
+    def get_subscription(self, sid: str, account: str | None = None) -> dict:
+        """The subscription; with an account, another account's subscription is as unknown."""
         sub = self.subs.get(sid)
-        if sub is None:
+        if sub is None or (account is not None and self.account_of(sub) != account):
             raise SimError(404, f"Subscription {sid} not found")
         return sub
 
-    def change_subscription(self, sid: str, doc: dict) -> dict:
-        """What an order (change/renewal) does: edit one line or status, bump lastModifiedDate."""
+    def change_subscription(self, sid: str, doc: dict, now: str | None = None) -> dict:
+        """What an order (change/renewal) does: edit one line or status, bump lastModifiedDate.
+
+        Everything is checked before anything changes: a refused change leaves the record as it was.
+        """
         sub = self.get_subscription(sid)
-        at = norm_dt(doc["at"]) if doc.get("at") else iso(utcnow())
-        if doc.get("status") is not None:
-            if doc["status"] not in STATUSES:
-                raise SimError(400, f"status must be one of {STATUSES}")
-            sub["status"] = doc["status"]
-        if doc.get("renewalStatus") is not None:
-            sub["renewalStatus"] = str(doc["renewalStatus"])
+        at = norm_dt(doc["at"]) if doc.get("at") else (now or iso(utcnow()))
+        status = doc.get("status")
+        if status is not None and status not in STATUSES:
+            raise SimError(400, f"status must be one of {STATUSES}")
+        line, new_line, quantity, price = None, None, None, None
         if any(doc.get(k) is not None for k in ("mpn", "quantity", "unitPrice")):
             mpn = doc.get("mpn")
             if mpn is None:
@@ -299,18 +337,45 @@ class Market:
                 mpn = sub["lines"][0]["mpn"]
             line = next((l for l in sub["lines"] if l["mpn"] == mpn), None)
             if line is None:
-                sub["lines"].append(self._make_line(doc))
+                new_line = self._make_line(doc)
             else:
                 if doc.get("quantity") is not None:
-                    q = doc["quantity"]
-                    if not isinstance(q, int) or isinstance(q, bool) or q < 0:
-                        raise SimError(400, "quantity must be an integer >= 0")
-                    line["quantity"] = q
+                    quantity = _valid_quantity(doc["quantity"])
                 if doc.get("unitPrice") is not None:
-                    line["unitPrice"] = dec(doc["unitPrice"])
+                    price = dec(doc["unitPrice"])
+        if status is not None:
+            sub["status"] = status
+        if doc.get("renewalStatus") is not None:
+            sub["renewalStatus"] = str(doc["renewalStatus"])
+        if new_line is not None:
+            sub["lines"].append(new_line)
+        if quantity is not None:
+            line["quantity"] = quantity
+        if price is not None:
+            line["unitPrice"] = price
         sub["lastModifiedDate"] = at
-        self._changed()
+        self._changed(self.account_of(sub))
         return sub
+
+    def change_many(self, changes, now: str | None = None) -> dict:
+        """Apply a list of changes like change_subscription, each on its own: a refused entry is
+        reported by its index and does not stop the others."""
+        if not isinstance(changes, list):
+            raise SimError(400, "'changes' must be a list")
+        now = now or iso(utcnow())
+        done, errors = 0, []
+        for index, doc in enumerate(changes):
+            sid = doc.get("id") if isinstance(doc, dict) else None
+            try:
+                if not isinstance(doc, dict):
+                    raise SimError(400, "a change must be a JSON object")
+                if sid in (None, ""):
+                    raise SimError(400, "'id' is required")
+                self.change_subscription(str(sid), doc, now)
+                done += 1
+            except SimError as exc:
+                errors.append({"index": index, "id": sid, "status": exc.status, "message": exc.message})
+        return {"changed": done, "errors": errors}
 
     def cancel_subscription(self, sid: str, doc: dict) -> dict:
         return self.change_subscription(sid, {"status": "terminated", "renewalStatus": "off",
@@ -329,34 +394,49 @@ class Market:
         return sub
 
     # --- listing ------------------------------------------------------------------
-    def _sorted_ids(self, kind: str) -> list[str]:
-        cached = self._sorted.get(kind)
-        if cached and cached[0] == self._version:
+    def _newest_first(self, sids) -> list[str]:
+        return sorted(sids, key=lambda s: (self.subs[s]["creationDate"], _id_key(s)), reverse=True)
+
+    def _sorted_ids(self, kind: str, account: str = DEFAULT_ACCOUNT) -> list[str]:
+        """Newest-first ids of one account's customers or subscriptions, or of all products."""
+        scope = _PRODUCTS if kind == "products" else account
+        version = self._versions[scope]
+        cached = self._sorted.get((kind, scope))
+        if cached and cached[0] == version:
             return cached[1]
         if kind == "subscriptions":
-            ids = sorted(self.subs, key=lambda s: (self.subs[s]["creationDate"], _id_key(s)), reverse=True)
+            ids = self._newest_first(self.account_subscription_ids(account))
+        elif kind == "customers":
+            ids = sorted(self.by_account.get(account, ()), key=_id_key, reverse=True)
         else:
-            ids = sorted(getattr(self, kind), key=_id_key, reverse=True)
-        self._sorted[kind] = (self._version, ids)
+            ids = sorted(self.products, key=_id_key, reverse=True)
+        self._sorted[(kind, scope)] = (version, ids)
         return ids
 
-    def page(self, kind: str, offset: int, limit: int) -> tuple[list[str], int]:
-        ids = self._sorted_ids(kind)
+    def account_subscription_ids(self, account: str) -> list[str]:
+        return [sid for cid in self.by_account.get(account, ()) for sid in self.by_customer.get(cid, ())]
+
+    def page(self, kind: str, offset: int, limit: int, account: str = DEFAULT_ACCOUNT) -> tuple[list[str], int]:
+        ids = self._sorted_ids(kind, account)
         return ids[offset:offset + limit], len(ids)
 
-    def subscription_ids(self, customer_id=None, statuses=None, date_from=None, date_to=None) -> list[str]:
-        """Newest-first ids matching the filters (dates as ISO strings, compared as text)."""
+    def subscription_ids(self, customer_id=None, statuses=None, date_from=None, date_to=None,
+                         account: str = DEFAULT_ACCOUNT) -> list[str]:
+        """Newest-first ids of the account's subscriptions matching the filters (dates as ISO
+        strings, compared as text). Another account's customerId matches nothing."""
         if not any((customer_id, statuses, date_from, date_to)):
-            return self._sorted_ids("subscriptions")
-        key = (customer_id, tuple(sorted(statuses or ())), date_from, date_to)
+            return self._sorted_ids("subscriptions", account)
+        version = self._versions[account]
+        key = (account, customer_id, tuple(sorted(statuses or ())), date_from, date_to)
         cached = self._filtered.get(key)
-        if cached and cached[0] == self._version:
+        if cached and cached[0] == version:
+            self._filtered.move_to_end(key)
             return cached[1]
         if customer_id is not None:
-            base = sorted(self.by_customer.get(customer_id, ()),
-                          key=lambda s: (self.subs[s]["creationDate"], _id_key(s)), reverse=True)
+            mine = customer_id in self.by_account.get(account, ())
+            base = self._newest_first(self.by_customer.get(customer_id, ())) if mine else []
         else:
-            base = self._sorted_ids("subscriptions")
+            base = self._sorted_ids("subscriptions", account)
         out = []
         for sid in base:
             sub = self.subs[sid]
@@ -367,13 +447,15 @@ class Market:
             if date_to and sub["creationDate"] > date_to:
                 continue
             out.append(sid)
-        if len(self._filtered) > 256:  # bound the cache; old versions are useless anyway
-            self._filtered.clear()
-        self._filtered[key] = (self._version, out)
+        self._filtered[key] = (version, out)
+        self._filtered.move_to_end(key)
+        while len(self._filtered) > _FILTER_CACHE_SIZE:  # bound the cache: least recently used go
+            self._filtered.popitem(last=False)
         return out
 
-    def line_count(self) -> int:
-        return sum(len(s["lines"]) for s in self.subs.values())
+    def line_count(self, account: str | None = None) -> int:
+        subs = self.subs.values() if account is None else (self.subs[s] for s in self.account_subscription_ids(account))
+        return sum(len(s["lines"]) for s in subs)
 
     # --- bulk load --------------------------------------------------------------------
     def load(self, doc: dict, now: dt.datetime | None = None) -> dict:
@@ -398,7 +480,16 @@ class Market:
             self.add_subscription(sub, now)
         return self.counts()
 
-    def counts(self) -> dict:
-        return {"credentials": len(self.credentials), "customers": len(self.customers),
-                "products": len(self.products), "subscriptions": len(self.subs),
-                "lines": self.line_count()}
+    def counts(self, account: str | None = None) -> dict:
+        """Record counts: everything, or one account's (products are shared: all of them)."""
+        if account is None:
+            return {"credentials": len(self.credentials), "customers": len(self.customers),
+                    "products": len(self.products), "subscriptions": len(self.subs),
+                    "lines": self.line_count()}
+        return {"credentials": sum(1 for c in self.credentials.values() if c["account"] == account),
+                "customers": len(self.by_account.get(account, ())), "products": len(self.products),
+                "subscriptions": len(self.account_subscription_ids(account)), "lines": self.line_count(account)}
+
+    def accounts(self) -> list[str]:
+        """Every account that has a credential or a customer, sorted."""
+        return sorted({c["account"] for c in self.credentials.values()} | {a for a, ids in self.by_account.items() if ids})

@@ -18,6 +18,11 @@ def money_formatter(money_as: str):
 
 
 def customer_out(cust: dict) -> dict:
+    """The vendor's view: the account is the simulator's bookkeeping, not a vendor field."""
+    return {k: v for k, v in cust.items() if k != "account"}
+
+
+def admin_customer(cust: dict) -> dict:
     return dict(cust)
 
 

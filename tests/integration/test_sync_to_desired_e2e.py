@@ -116,17 +116,18 @@ def test_sync_map_and_desired_lines_through_the_gateway(billing, stack, engines)
     assert any(r["operation"] == "add_service" for r in ledger)
     assert api(s, "GET", "/api/v1/postings/failures")["total"] == 0
 
-    # a user of another tenant sees none of it. (The demo's two MSPs share one simulated
-    # marketplace, so Contoso may have synced the same customer ids into its own tenant: what
-    # must not leak is Northwind's mapping and desired state.)
+    # a user of another tenant sees none of it. (Each demo MSP is its own account in the simulated
+    # marketplace, so Contoso's syncs never even bring Northwind's customers, subscriptions or lines.)
     other = requests.Session()
     r = other.post(stack.url("gateway", "/api/v1/session"), timeout=10,
                    json={"email": "admin@contoso.example", "password": stack.env["IDSYNC_DEMO_PASSWORD"]})
+    assert r.status_code == 200, r.text
     other.headers["X-CSRF-Token"] = r.json()["csrf_token"]
     theirs = other.get(stack.url("gateway", "/api/v1/mapping/lines"), params={"customer_id": customer_id},
                        timeout=30).json()["items"]
-    assert not any(line["billable"] or line["psa_contract_id"] for line in theirs)
+    assert theirs == []
     assert other.get(stack.url("gateway", "/api/v1/desired-lines"), timeout=30).json()["total"] == 0
-    customer = other.get(stack.url("gateway", "/api/v1/mapping/customers"), params={"search": lines[0]["customer_name"]},
-                         timeout=30).json()["items"]
-    assert all(c["status"] != "mapped" for c in customer)
+    for search in (customer_id, lines[0]["customer_name"]):
+        found = other.get(stack.url("gateway", "/api/v1/mapping/customers"), params={"search": search},
+                          timeout=30).json()["items"]
+        assert all(c["customer_id"] != customer_id and c["status"] != "mapped" for c in found)

@@ -459,3 +459,247 @@ def test_fifty_thousand_lines_page_through(sim):
     active, active_total, _ = sim.page_all("/subscriptions", limit=100, status="active")
     assert len(active) == active_total and {s["status"] for s in active} == {"active"}
     assert active_total == sum(1 for s in items if s["status"] == "active")
+
+
+# --- accounts -------------------------------------------------------------------------------
+CRED_B = {"user": "reseller-b", "password": "pw-b", "subscription_key": "sub-key-b", "marketplace": "us",
+          "account": "b"}
+
+
+def seed_two_accounts(sim):
+    """Account "default" (CRED): customers 1000001-2, subscriptions 5000001-4; account "b" (CRED_B):
+    customer 1000003, subscriptions 5000005-7 (5000007 the newest of all)."""
+    sim.admin("POST", "/_sim/seed", json={
+        "credentials": [CRED_B],
+        "customers": [{"id": "1000001", "name": "Contoso Dental LLC"}, {"id": "1000002", "name": "Fabrikam Legal"},
+                      {"id": "1000003", "name": "Tailspin Toys", "account": "b"}],
+        "subscriptions": [
+            {"id": str(5000001 + i), "customerId": cust, "status": "hold" if i == 2 else "active",
+             "creationDate": f"2026-02-{i + 1:02d}T10:00:00Z", "lines": [{"mpn": "CFQ7TTC0LCHC:0001:P1Y:M",
+                                                                          "quantity": i + 1}]}
+            for i, cust in enumerate(["1000001", "1000002", "1000001", "1000002", "1000003", "1000003",
+                                      "1000003"])]})
+    sim.login()
+    return sim.get_token(**{k: CRED_B[k] for k in ("user", "password")}, key=CRED_B["subscription_key"]).json()["token"]
+
+
+def get_b(sim, token_b, path, **params):
+    return sim.get(path, token=token_b, key=CRED_B["subscription_key"], **params)
+
+
+def test_accounts_see_disjoint_customers_and_subscriptions(sim):
+    token_b = seed_two_accounts(sim)
+    a_custs = sim.get("/customers", limit=100).json()
+    b_custs = get_b(sim, token_b, "/customers", limit=100).json()
+    assert [c["id"] for c in a_custs["data"]] == ["1000002", "1000001"] and a_custs["pagination"]["total"] == 2
+    assert [c["id"] for c in b_custs["data"]] == ["1000003"] and b_custs["pagination"]["total"] == 1
+    assert "account" not in b_custs["data"][0]  # bookkeeping of the simulator, not a vendor field
+    a_subs = sim.get("/subscriptions", limit=100).json()
+    b_subs = get_b(sim, token_b, "/subscriptions", limit=100).json()
+    assert [s["id"] for s in a_subs["data"]] == ["5000004", "5000003", "5000002", "5000001"]
+    assert [s["id"] for s in b_subs["data"]] == ["5000007", "5000006", "5000005"]
+    assert (a_subs["pagination"]["total"], b_subs["pagination"]["total"]) == (4, 3)
+    # the catalogue is shared
+    assert sim.get("/products").json() == get_b(sim, token_b, "/products").json()
+    assert get_b(sim, token_b, "/products/" + sim.get("/products").json()["data"][0]["id"]).status_code == 200
+    # the same filter in two accounts is two answers
+    assert [s["id"] for s in sim.get("/subscriptions", status="active").json()["data"]] == [
+        "5000004", "5000002", "5000001"]
+    assert [s["id"] for s in get_b(sim, token_b, "/subscriptions", status="active").json()["data"]] == [
+        "5000007", "5000006", "5000005"]
+
+
+def test_other_accounts_subscription_is_404_like_an_unknown_id(sim):
+    token_b = seed_two_accounts(sim)
+    assert sim.get("/subscriptions/5000001").status_code == 200
+    assert get_b(sim, token_b, "/subscriptions/5000005").json()["customerId"] == "1000003"
+    foreign = assert_error(sim.get("/subscriptions/5000005"), 404)
+    unknown = assert_error(sim.get("/subscriptions/9999999"), 404)
+    assert foreign["error"] == unknown["error"] == "Not Found"
+    assert foreign["message"] == "Subscription 5000005 not found"
+    assert_error(get_b(sim, token_b, "/subscriptions/5000001"), 404)
+    # another account's customer id filters to nothing
+    assert sim.get("/subscriptions", customerId="1000003").json()["pagination"]["total"] == 0
+    assert get_b(sim, token_b, "/subscriptions", customerId="1000003").json()["pagination"]["total"] == 3
+    assert get_b(sim, token_b, "/subscriptions", customerId="1000001").json()["data"] == []
+
+
+def test_caches_follow_changes_per_account(sim):
+    token_b = seed_two_accounts(sim)
+    assert sim.get("/subscriptions", status="hold").json()["pagination"]["total"] == 1
+    assert get_b(sim, token_b, "/subscriptions", status="hold").json()["pagination"]["total"] == 0
+    sim.admin("POST", "/_sim/subscriptions/5000006/change", json={"status": "hold"})
+    assert [s["id"] for s in get_b(sim, token_b, "/subscriptions", status="hold").json()["data"]] == ["5000006"]
+    assert [s["id"] for s in sim.get("/subscriptions", status="hold").json()["data"]] == ["5000003"]
+    # a customer moved to another account takes its subscriptions along
+    sim.admin("POST", "/_sim/customers", json={"id": "1000002", "name": "Fabrikam Legal", "account": "b"})
+    assert [s["id"] for s in sim.get("/subscriptions", limit=100).json()["data"]] == ["5000003", "5000001"]
+    assert get_b(sim, token_b, "/subscriptions", limit=100).json()["pagination"]["total"] == 5
+    assert get_b(sim, token_b, "/subscriptions/5000002").status_code == 200
+    # an upsert that names no account keeps the customer's
+    sim.admin("POST", "/_sim/customers", json={"id": "1000002", "name": "Fabrikam Legal LLP"})
+    assert {c["id"]: c["name"] for c in get_b(sim, token_b, "/customers").json()["data"]} == {
+        "1000003": "Tailspin Toys", "1000002": "Fabrikam Legal LLP"}
+    new = sim.admin("POST", "/_sim/customers", json={"name": "Woodgrove Bank"})
+    assert new["account"] == "default"
+
+
+def test_state_filtered_by_account(sim):
+    seed_two_accounts(sim)
+    everything = sim.admin("GET", "/_sim/state")
+    assert everything["counts"] == {"credentials": 2, "customers": 3, "products": 1, "subscriptions": 7, "lines": 7}
+    assert {c["id"]: c["account"] for c in everything["customers"]} == {
+        "1000001": "default", "1000002": "default", "1000003": "b"}
+    assert {c["user"]: c["account"] for c in everything["credentials"]} == {"api-user": "default", "reseller-b": "b"}
+    assert everything["accounts"] == ["b", "default"]
+    b = sim.admin("GET", "/_sim/state", params={"account": "b"})
+    assert b["account"] == "b" and b["config"] == everything["config"]
+    assert b["counts"] == {"credentials": 1, "customers": 1, "products": 1, "subscriptions": 3, "lines": 3}
+    assert [c["id"] for c in b["customers"]] == ["1000003"] and b["customers"][0]["account"] == "b"
+    assert sorted(s["id"] for s in b["subscriptions"]) == ["5000005", "5000006", "5000007"]
+    assert [c["user"] for c in b["credentials"]] == ["reseller-b"]
+    assert b["tokens"] == 1 and everything["tokens"] == 2
+    assert b["products"] == everything["products"]
+    default = sim.admin("GET", "/_sim/state", params={"account": "default"})
+    assert sorted(s["id"] for s in default["subscriptions"]) == ["5000001", "5000002", "5000003", "5000004"]
+    none = sim.admin("GET", "/_sim/state", params={"account": "nobody"})
+    assert none["customers"] == [] and none["subscriptions"] == [] and none["counts"]["subscriptions"] == 0
+    assert requests.post(sim.base + "/_sim/customers", json={"name": "X", "account": 7}).status_code == 400
+
+
+def _generate(client, **spec):
+    resp = client.post("/_sim/generate", json=spec)
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    return resp.get_json()
+
+
+def test_generate_per_account_keeps_other_accounts_and_ids_apart():
+    client = create_app().test_client()
+    _generate(client, seed=3, customers=20, lines=120, account="a",
+              credentials=[{"user": "a-api", "password": "p", "subscription_key": "ka"}])
+    before_a = client.get("/_sim/state?account=a").get_json()
+    _generate(client, seed=4, customers=15, lines=80, account="b",
+              credentials=[{"user": "b-api", "password": "p", "subscription_key": "kb"},
+                           {"user": "x-api", "password": "p", "subscription_key": "kx", "account": "x"}])
+    after_a = client.get("/_sim/state?account=a").get_json()
+    b = client.get("/_sim/state?account=b").get_json()
+    everything = client.get("/_sim/state").get_json()
+    assert after_a["customers"] == before_a["customers"] and after_a["subscriptions"] == before_a["subscriptions"]
+    assert after_a["counts"] == {**before_a["counts"], "credentials": 1}
+    assert (len(after_a["customers"]), len(b["customers"])) == (20, 15)
+    assert after_a["counts"]["lines"] == 120 and b["counts"]["lines"] == 80
+    assert {c["user"]: c["account"] for c in everything["credentials"]} == {"a-api": "a", "b-api": "b", "x-api": "x"}
+    # ids continue: nothing collides, and b's come after a's
+    a_ids, b_ids = {c["id"] for c in after_a["customers"]}, {c["id"] for c in b["customers"]}
+    assert not a_ids & b_ids and min(map(int, b_ids)) > max(map(int, a_ids))
+    a_subs, b_subs = {s["id"] for s in after_a["subscriptions"]}, {s["id"] for s in b["subscriptions"]}
+    assert not a_subs & b_subs and len(everything["subscriptions"]) == len(a_subs) + len(b_subs)
+    assert all(s["customerId"] in b_ids for s in b["subscriptions"])
+    assert len(everything["products"]) == len(before_a["products"])  # one shared catalogue
+    # deterministic: the same calls from a reset state give the same data
+    assert client.post("/_sim/reset").status_code == 200
+    _generate(client, seed=3, customers=20, lines=120, account="a",
+              credentials=[{"user": "a-api", "password": "p", "subscription_key": "ka"}])
+    assert client.get("/_sim/state?account=a").get_json() == before_a
+    # the vendor API of b's credential sees b's data only
+    token = client.post("/marketplace/na/token", headers={"X-Subscription-Key": "kb"}, json={"marketplace": "us"},
+                        auth=("b-api", "p"))
+    assert token.status_code == 401  # the reset forgot b
+    _generate(client, seed=4, customers=15, lines=80, account="b",
+              credentials=[{"user": "b-api", "password": "p", "subscription_key": "kb"}])
+    token = client.post("/marketplace/na/token", headers={"X-Subscription-Key": "kb"}, json={"marketplace": "us"},
+                        auth=("b-api", "p")).get_json()["token"]
+    headers = {"Authorization": f"Bearer {token}", "X-Subscription-Key": "kb"}
+    custs = client.get("/marketplace/na/customers?limit=100", headers=headers).get_json()
+    assert custs["pagination"]["total"] == 15
+    assert {c["name"] for c in custs["data"]} == {c["name"] for c in b["customers"]}
+
+
+def test_paging_totals_per_account(sim):
+    a = sim.admin("POST", "/_sim/generate", json={"seed": 5, "customers": 30, "lines": 900})
+    sim.admin("POST", "/_sim/generate", json={"seed": 6, "customers": 10, "lines": 250, "account": "b",
+                                              "credentials": [{**CRED_B, "account": None}]})
+    sim.admin("POST", "/_sim/config", json={"rate_limit_per_minute": 100000})
+    counts_a = sim.admin("GET", "/_sim/state", params={"account": "default"})["counts"]
+    state_b = sim.admin("GET", "/_sim/state", params={"account": "b"})
+    assert counts_a["subscriptions"] == a["subscriptions"]  # generated before b existed
+    sim.login()
+    items, total, pages = sim.page_all("/subscriptions", limit=40)
+    assert total == counts_a["subscriptions"] and len({s["id"] for s in items}) == total
+    assert pages == -(-total // 40)
+    token_b = sim.get_token(user=CRED_B["user"], password=CRED_B["password"], key=CRED_B["subscription_key"])
+    sim.token = token_b.json()["token"]
+    b_items, offset = [], 0
+    while True:
+        body = get_b(sim, sim.token, "/subscriptions", offset=offset, limit=40).json()
+        b_items += body["data"]
+        offset += 40
+        if offset >= body["pagination"]["total"]:
+            break
+    assert body["pagination"]["total"] == state_b["counts"]["subscriptions"] == len(state_b["subscriptions"])
+    assert {s["id"] for s in b_items} == {s["id"] for s in state_b["subscriptions"]}
+    assert not {s["id"] for s in b_items} & {s["id"] for s in items}
+    keys = [(s["creationDate"], int(s["id"])) for s in b_items]
+    assert keys == sorted(keys, reverse=True)
+    held = get_b(sim, sim.token, "/subscriptions", status="hold", limit=100).json()
+    assert held["pagination"]["total"] == sum(1 for s in state_b["subscriptions"] if s["status"] == "hold")
+    assert get_b(sim, sim.token, "/customers").json()["pagination"]["total"] == 10
+
+
+# --- bulk changes -------------------------------------------------------------------------
+def test_bulk_changes_apply_good_entries_and_report_bad_ones(sim):
+    seed_small(sim, subs=4)
+    resp = requests.post(sim.base + "/_sim/subscriptions/changes", json={"changes": [
+        {"id": "5000001", "mpn": "CFQ7TTC0LCHC:0001:P1Y:M", "quantity": 11, "at": "2026-04-01T00:00:00Z"},
+        {"id": "9999999", "quantity": 3},
+        {"id": "5000002", "status": "hold", "quantity": -1},  # refused as a whole: the status stays
+        {"id": "5000001", "quantity": 5},  # two lines, no mpn
+        {"quantity": 5},
+        "not an object",
+        {"id": "5000003", "status": "bogus"},
+        {"id": 5000002, "unitPrice": "19.50", "at": "2026-04-02"},
+        {"id": "5000003", "mpn": "CFQ7TTC0LH16:0001:P1Y:M", "quantity": 2, "unitPrice": "4.00"},
+        {"id": "5000004", "status": "terminated"},
+    ]})
+    assert resp.status_code == 200
+    body = resp.json()
+    assert body["changed"] == 4
+    assert [(e["index"], e["id"], e["status"]) for e in body["errors"]] == [
+        (1, "9999999", 404), (2, "5000002", 400), (3, "5000001", 400), (4, None, 400), (5, None, 400),
+        (6, "5000003", 400)]
+    assert body["errors"][0]["message"] == "Subscription 9999999 not found"
+    assert all(e["message"] for e in body["errors"])
+    subs = {s["id"]: s for s in sim.admin("GET", "/_sim/state")["subscriptions"]}
+    assert subs["5000001"]["products"][0]["quantity"] == 11
+    assert subs["5000001"]["lastModifiedDate"] == "2026-04-01T00:00:00Z"
+    assert subs["5000002"]["status"] == "active" and subs["5000002"]["products"][0]["quantity"] == 2
+    assert subs["5000002"]["products"][0]["unitPrice"] == "19.50"
+    assert subs["5000002"]["lastModifiedDate"] == "2026-04-02T00:00:00Z"
+    assert [p["mpn"] for p in subs["5000003"]["products"]] == ["CFQ7TTC0LCHC:0001:P1Y:M", "CFQ7TTC0LH16:0001:P1Y:M"]
+    assert subs["5000003"]["status"] == "active"
+    assert subs["5000004"]["status"] == "terminated" and subs["5000004"]["lastModifiedDate"] > "2026-11-01"
+    # the vendor API sees the changes (list caches follow)
+    sim.login()
+    assert [s["id"] for s in sim.get("/subscriptions", status="terminated").json()["data"]] == ["5000004"]
+    assert requests.post(sim.base + "/_sim/subscriptions/changes", json={}).status_code == 400
+    assert requests.post(sim.base + "/_sim/subscriptions/changes", json={"changes": []}).json() == {
+        "changed": 0, "errors": []}
+
+
+def test_bulk_change_of_ten_thousand_subscriptions_is_fast():
+    client = create_app().test_client()
+    generated = _generate(client, seed=1, customers=500, lines=25000)
+    assert generated["subscriptions"] >= 10000
+    changes = [{"id": str(5000001 + i), "status": "hold" if i % 2 else "active", "at": "2026-11-02T00:00:00Z"}
+               for i in range(9999)] + [{"id": "1", "quantity": 1}]
+    t0 = time.perf_counter()
+    resp = client.post("/_sim/subscriptions/changes", json={"changes": changes})
+    elapsed = time.perf_counter() - t0
+    assert resp.status_code == 200
+    assert resp.get_json() == {"changed": 9999, "errors": [
+        {"index": 9999, "id": "1", "status": 404, "message": "Subscription 1 not found"}]}
+    assert elapsed < 2.0, elapsed
+    subs = {s["id"]: s for s in client.get("/_sim/state").get_json()["subscriptions"]}
+    changed = [subs[str(5000001 + i)] for i in range(9999)]
+    assert [s["status"] for s in changed] == ["hold" if i % 2 else "active" for i in range(9999)]
+    assert {s["lastModifiedDate"] for s in changed} == {"2026-11-02T00:00:00Z"}
