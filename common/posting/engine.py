@@ -31,8 +31,8 @@ import time
 import uuid
 
 import eventlet
-from sqlalchemy import func, select, text, tuple_, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import bindparam, func, select, text, tuple_, update
+from sqlalchemy.dialects.postgresql import JSONB
 
 from common.logs import log_context
 from common.posting import keys, metrics, retry, states
@@ -151,6 +151,7 @@ class Outcome:
 
 
 LOST_LEASE = object()
+RELEASED = object()   # the line was released in the transaction that recorded its last post
 
 
 def _now():
@@ -193,16 +194,24 @@ class Poster:
 
     # --- the loop ---------------------------------------------------------------------------------
     def run_due(self):
+        """Claim and post batches until nothing is due or ``max_tick_seconds``. One green pool of
+        ``concurrency`` serves every batch of the pass: the next batch is claimed and read while
+        the last lines of the previous one are still in flight, so the replica's sends do not
+        pause for a claim and a batch read between tenants."""
         started = self.clock()
         stats = {"batches": 0, "lines": 0}
-        while self.clock() - started < self.max_tick:
-            tenant_id, rows = self.claim()
-            if not rows:
-                break
-            stats["batches"] += 1
-            stats["lines"] += len(rows)
-            with log_context(tenant_id=tenant_id):
-                self.process_batch(tenant_id, rows)
+        pool = eventlet.GreenPool(self.concurrency)
+        try:
+            while self.clock() - started < self.max_tick:
+                tenant_id, rows = self.claim()
+                if not rows:
+                    break
+                stats["batches"] += 1
+                stats["lines"] += len(rows)
+                with log_context(tenant_id=tenant_id):
+                    self.process_batch(tenant_id, rows, pool=pool)
+        finally:
+            pool.waitall()
         return stats
 
     def claim(self):
@@ -246,10 +255,25 @@ class Poster:
                 tuple_(g.c.contract_id, g.c.service_id).in_(keys_))
                 .values(lease_until=func.now() + dt.timedelta(seconds=self.lease)))
 
-    def process_batch(self, tenant_id, rows):
+    def process_batch(self, tenant_id, rows, pool=None):
+        """Read the batch, then post its lines on ``pool`` (default: a pool of its own, waited
+        for). With a shared pool this returns once every line is started; the batch's lease
+        heartbeat runs until its last line is done."""
         works = self._works(tenant_id, rows)
         keys_ = [w.key for w in works]
-        beat = eventlet.spawn(self._beat_loop, tenant_id, keys_)
+        done = eventlet.event.Event()
+        beat = eventlet.spawn(self._beat_loop, tenant_id, keys_, done)
+        left = [len(works)]
+
+        def run(client, work, state, stop):
+            try:
+                self._run_group(client, work, state, stop)
+            finally:
+                left[0] -= 1
+                if left[0] == 0:
+                    done.send(True)
+
+        spawned = 0
         try:
             try:
                 client = self.adapter.client(tenant_id)
@@ -267,16 +291,20 @@ class Poster:
                                             failures=n))
                 return
             stop = {"retry_after": None}
-            pool = eventlet.GreenPool(self.concurrency)
+            own = pool is None
+            pool = pool or eventlet.GreenPool(self.concurrency)
             for w in works:
-                pool.spawn_n(self._run_group, client, w, states_.get(w.key), stop)
-            pool.waitall()
+                pool.spawn_n(run, client, w, states_.get(w.key), stop)
+                spawned += 1
+            if own:
+                pool.waitall()
         finally:
-            beat.kill()
+            if spawned < len(works):   # the read failed, or the worker was killed while spawning
+                beat.kill()
 
-    def _beat_loop(self, tenant_id, keys_):
-        while True:
-            eventlet.sleep(max(1.0, self.lease / 3))
+    def _beat_loop(self, tenant_id, keys_, done):
+        """Renew the batch's leases every lease/3 until ``done`` (its last line finished)."""
+        while not done.wait(max(1.0, self.lease / 3)):
             try:
                 self._heartbeat(tenant_id, keys_)
             except Exception:
@@ -307,7 +335,7 @@ class Poster:
                 n = work.failures + 1
                 outcome = Outcome(states.WAITING, f"internal error: {type(exc).__name__}: {exc}"[:2000],
                                   due_in=self.policy.delay(n), failures=n)
-            if outcome is LOST_LEASE:
+            if outcome is LOST_LEASE or outcome is RELEASED:
                 return
             if outcome.stop_batch is not None:
                 stop["retry_after"] = outcome.stop_batch
@@ -339,7 +367,7 @@ class Poster:
                 self._supersede(session, work, [])
             return Outcome(states.IN_SYNC, None, converged=True, expected=plan.expected)
         rows = self._plan_rows(work, plan)
-        for op in plan.ops:
+        for n, op in enumerate(plan.ops, 1):
             row = rows[op.key]
             if row["state"] == states.DEAD:
                 return Outcome(states.LINE_FAILED, f"operation {row['id']} is dead: {row['vendor_message']}")
@@ -351,7 +379,7 @@ class Poster:
                 wait = (row["next_attempt_at"] - _now()).total_seconds()
                 return Outcome(states.WAITING, row["vendor_message"], due_in=max(wait, 0.1),
                                failures=work.failures)
-            result = self._post(client, work, op, row)
+            result = self._post(client, work, op, row, last=n == len(plan.ops))
             if result is not None:
                 return result
         return Outcome(states.IN_SYNC, None, converged=True)
@@ -398,7 +426,7 @@ class Poster:
         new = 0
         with self.store.transaction() as session:
             for op in plan.ops:
-                new += self._insert_row(session, work, op, states.HELD, message)
+                new += self._insert_row(session, work, op, states.HELD, message) is not None
             led = self.t.ledger
             session.execute(update(led).where(led.c.idempotency_key.in_(keys_),
                                               led.c.state.in_((states.PLANNED, states.FAILED)))
@@ -421,14 +449,15 @@ class Poster:
                                         desired_version=work.desired_version, edit_round=work.edit_round)
 
     def _insert_row(self, session, work, op, state, message=None):
-        led = self.t.ledger
-        return session.execute(insert(led).values(
-            tenant_id=work.tenant_id, contract_id=work.contract_id, service_id=work.service_id,
-            idempotency_key=op.key, operation=op.kind, state=state, effective_date=op.effective_date,
-            quantity_before=op.quantity_before, quantity_after=op.quantity_after, unit_change=op.unit_change,
-            unit_price=op.unit_price, unit_cost=op.unit_cost, desired_version=work.desired_version,
-            params=json_safe(op.params), vendor_message=message)
-            .on_conflict_do_nothing(index_elements=["idempotency_key"])).rowcount
+        """Insert the op's ledger row unless its key exists: the new row (a dict), or None."""
+        row = session.execute(_insert_sql(self.t.ledger), {
+            "tenant_id": work.tenant_id, "contract_id": work.contract_id, "service_id": work.service_id,
+            "idempotency_key": op.key, "operation": op.kind, "state": state, "effective_date": op.effective_date,
+            "quantity_before": op.quantity_before, "quantity_after": op.quantity_after,
+            "unit_change": op.unit_change, "unit_price": op.unit_price, "unit_cost": op.unit_cost,
+            "desired_version": work.desired_version, "params": json_safe(op.params),
+            "vendor_message": message}).first()
+        return None if row is None else dict(row._mapping)
 
     def _supersede(self, session, work, keep_keys):
         led = self.t.ledger
@@ -441,27 +470,35 @@ class Poster:
             metrics.POSTINGS.labels(self.psa, "superseded").inc(n)
 
     def _plan_rows(self, work, plan):
-        """Ledger rows for every op (made if new), older open rows of the line superseded."""
+        """Ledger rows for every op (made if new), older open rows of the line superseded.
+        Four statements in the usual case: read the ops' rows, insert the new ones (RETURNING),
+        supersede older open rows, mark the line pending."""
         led = self.t.ledger
         g = self.t.groups
         with self.store.transaction() as session:
             for _ in range(2):
                 self._assign_keys(work, plan)
                 keys_ = [op.key for op in plan.ops]
-                posted = session.execute(select(func.count()).select_from(led).where(
-                    led.c.idempotency_key.in_(keys_), led.c.state == states.POSTED)).scalar_one()
-                if not posted:
+                rows = {r.idempotency_key: dict(r._mapping)
+                        for r in session.execute(select(led).where(led.c.idempotency_key.in_(keys_)))}
+                if not any(r["state"] == states.POSTED for r in rows.values()):
                     break
                 # the PSA is back at a state we already posted from: someone undid our change by hand
                 log.warning("%s contract %s service %s: planned operation already posted once; new round",
                             self.psa, work.contract_id, work.service_id)
                 work.edit_round += 1
             for op in plan.ops:
-                self._insert_row(session, work, op, states.PLANNED)
+                if op.key not in rows:
+                    row = self._insert_row(session, work, op, states.PLANNED)
+                    if row is not None:
+                        rows[op.key] = row
             # rows held (now overwritten) or superseded earlier (never applied) for the same ops
-            session.execute(update(led).where(led.c.idempotency_key.in_(keys_),
-                                              led.c.state.in_((states.HELD, states.SUPERSEDED)))
-                            .values(state=states.PLANNED, updated_at=func.now()))
+            revive = [k for k, r in rows.items() if r["state"] in (states.HELD, states.SUPERSEDED)]
+            if revive:
+                for r in session.execute(update(led).where(led.c.idempotency_key.in_(revive),
+                                                           led.c.state.in_((states.HELD, states.SUPERSEDED)))
+                                         .values(state=states.PLANNED, updated_at=func.now()).returning(*led.c)):
+                    rows[r.idempotency_key] = dict(r._mapping)
             self._supersede(session, work, keys_)
             values = {"updated_at": func.now(), "status": states.PENDING, "edit_round": work.edit_round}
             if plan.expected is not None:
@@ -469,30 +506,26 @@ class Poster:
             session.execute(update(g).where(g.c.tenant_id == work.tenant_id, g.c.contract_id == work.contract_id,
                                             g.c.service_id == work.service_id, g.c.lease_owner == self.owner)
                             .values(**values))
-            rows = {r.idempotency_key: dict(r._mapping)
-                    for r in session.execute(select(led).where(led.c.idempotency_key.in_(keys_)))}
+            missing = [k for k in keys_ if k not in rows]   # inserted meanwhile by another transaction
+            if missing:
+                for r in session.execute(select(led).where(led.c.idempotency_key.in_(missing))):
+                    rows[r.idempotency_key] = dict(r._mapping)
         return rows
 
     def _begin_send(self, work, row):
         """planned|failed -> posting, committed, only while this replica holds the line's lease
-        (renewed in the same transaction). False: the lease is gone - do not send."""
-        g, led = self.t.groups, self.t.ledger
+        (renewed by the same statement). None: the lease is gone (or the row moved) - do not send."""
         with self.store.transaction() as session:
-            renewed = session.execute(update(g).where(
-                g.c.tenant_id == work.tenant_id, g.c.contract_id == work.contract_id,
-                g.c.service_id == work.service_id, g.c.lease_owner == self.owner, g.c.lease_until > func.now())
-                .values(lease_until=func.now() + dt.timedelta(seconds=self.lease))).rowcount
-            if not renewed:
-                return None
-            out = session.execute(update(led).where(
-                led.c.id == row["id"], led.c.state.in_((states.PLANNED, states.FAILED)))
-                .values(state=states.POSTING, attempts=led.c.attempts + 1, sent_at=func.now(),
-                        updated_at=func.now(), next_attempt_at=None)
-                .returning(led.c.attempts)).first()
+            out = session.execute(_begin_send_sql(self.t), {
+                "t": work.tenant_id, "c": work.contract_id, "s": work.service_id, "me": self.owner,
+                "lease": self.lease, "id": row["id"], "posting": states.POSTING,
+                "from1": states.PLANNED, "from2": states.FAILED}).first()
             return None if out is None else out.attempts
 
-    def _post(self, client, work, op, row):
-        """Send one operation. None when it was posted; else the line's Outcome."""
+    def _post(self, client, work, op, row, last=False):
+        """Send one operation. None when it was posted; else the line's Outcome. ``last``: the
+        plan's last op - once posted the line is released (in sync) in the same transaction and
+        RELEASED is returned."""
         led, g = self.t.ledger, self.t.groups
         attempts = self._begin_send(work, row)
         if attempts is None:
@@ -521,7 +554,13 @@ class Poster:
             self._line_posted(session, work, {**row, "operation": op.kind, "quantity_before": op.quantity_before,
                                               "quantity_after": op.quantity_after, "unit_price": op.unit_price,
                                               "effective_date": op.effective_date}, item_id)
+            if last:
+                converged = Outcome(states.IN_SYNC, None, converged=True)
+                done = self._release_in(session, work, converged)
         metrics.POSTINGS.labels(self.psa, "posted").inc()
+        if last:
+            self._released(work, converged, done)
+            return RELEASED
         return None
 
     def _failed(self, work, op, row, attempts, exc):
@@ -581,6 +620,12 @@ class Poster:
     def release(self, work, outcome):
         """Give the line back: when it is due again, its status, and - if it converged and no new
         desired state arrived meanwhile - nothing pending any more."""
+        with self.store.transaction() as session:
+            done = self._release_in(session, work, outcome)
+        self._released(work, outcome, done)
+
+    def _release_in(self, session, work, outcome):
+        """release() inside the caller's transaction; the line's new seq row, or None (lease gone)."""
         g = self.t.groups
         same = g.c.seq == work.seq
         due = None if outcome.due_in is None else func.now() + dt.timedelta(seconds=float(outcome.due_in))
@@ -598,11 +643,12 @@ class Poster:
             values["failures"] = 0
         if outcome.expected is not None:
             values["expected"] = outcome.expected
-        with self.store.transaction() as session:
-            done = session.execute(update(g).where(
-                g.c.tenant_id == work.tenant_id, g.c.contract_id == work.contract_id,
-                g.c.service_id == work.service_id, g.c.lease_owner == self.owner)
-                .values(**values).returning(g.c.seq)).first()
+        return session.execute(update(g).where(
+            g.c.tenant_id == work.tenant_id, g.c.contract_id == work.contract_id,
+            g.c.service_id == work.service_id, g.c.lease_owner == self.owner)
+            .values(**values).returning(g.c.seq)).first()
+
+    def _released(self, work, outcome, done):
         if done is not None and outcome.converged and done.seq == work.seq and work.changed_at is not None:
             metrics.CHANGE_TO_POSTED.labels(self.psa).observe(max(0.0, (_now() - work.changed_at).total_seconds()))
 
@@ -621,3 +667,39 @@ def _case(cond, then, otherwise):
     then_ = null() if then is None else (then if hasattr(then, "compile") else literal(then))
     other = null() if otherwise is None else (otherwise if hasattr(otherwise, "compile") else literal(otherwise))
     return case((cond, then_), else_=other)
+
+
+_SQL = {}
+
+
+def _insert_sql(ledger):
+    """INSERT of one ledger row unless its idempotency key exists, RETURNING it: plain SQL, built
+    once per table (SQLAlchemy cannot cache the compiled form of INSERT .. ON CONFLICT)."""
+    key = ("insert", ledger.name)
+    if key not in _SQL:
+        cols = ["tenant_id", "contract_id", "service_id", "idempotency_key", "operation", "state", "effective_date",
+                "quantity_before", "quantity_after", "unit_change", "unit_price", "unit_cost", "desired_version",
+                "params", "vendor_message"]
+        _SQL[key] = text(
+            f"INSERT INTO {ledger.name} ({', '.join(cols)}) VALUES ({', '.join(':' + c for c in cols)}) "
+            f"ON CONFLICT (idempotency_key) DO NOTHING RETURNING {', '.join(c.name for c in ledger.c)}"
+        ).bindparams(bindparam("params", type_=JSONB)).columns(*ledger.c)
+    return _SQL[key]
+
+
+def _begin_send_sql(tables):
+    """Renew the line's lease (only while this owner holds it) and move the row to posting, in one
+    statement: the row moves only if the lease was renewed."""
+    key = ("begin_send", tables.groups.name, tables.ledger.name)
+    if key not in _SQL:
+        _SQL[key] = text(f"""
+            WITH lease AS (
+                UPDATE {tables.groups.name} SET lease_until = now() + make_interval(secs => :lease)
+                WHERE tenant_id = :t AND contract_id = :c AND service_id = :s AND lease_owner = :me
+                  AND lease_until > now()
+                RETURNING 1)
+            UPDATE {tables.ledger.name} SET state = :posting, attempts = attempts + 1, sent_at = now(),
+                   updated_at = now(), next_attempt_at = NULL
+            WHERE id = :id AND state IN (:from1, :from2) AND EXISTS (SELECT 1 FROM lease)
+            RETURNING attempts""")
+    return _SQL[key]

@@ -2,8 +2,7 @@
 the ledger and the failure log, retry. Every statement carries the tenant in its WHERE clause."""
 import datetime as dt
 
-from sqlalchemy import func, select, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import func, select, text, update
 
 from common.errors import BadRequest
 from common.paging import page_params, paginate
@@ -34,9 +33,12 @@ def record_desired(session, tables, tenant_id, event):
     """
     g = tables.groups
     key = {"tenant_id": tenant_id, "contract_id": str(event["contract_id"]), "service_id": str(event["service_id"])}
-    session.execute(insert(g).values(**key, company_id=event.get("company_id") or None)
-                    .on_conflict_do_nothing(index_elements=["tenant_id", "contract_id", "service_id"]))
-    row = session.execute(select(g).where(*(g.c[k] == v for k, v in key.items())).with_for_update()).one()._mapping
+    locked = select(g).where(*(g.c[k] == v for k, v in key.items())).with_for_update()
+    row = session.execute(locked).first()
+    if row is None:   # a new line (an existing one costs one statement less: no insert attempt)
+        session.execute(_insert_group_sql(g), {**key, "company_id": event.get("company_id") or None})
+        row = session.execute(locked).one()
+    row = row._mapping
     bp = schedule.breakpoint_from_event(event)
     desired, accepted = schedule.apply_event(list(row["desired"] or []), bp)
     if not accepted:
@@ -52,6 +54,19 @@ def record_desired(session, tables, tenant_id, event):
         company_id=event.get("company_id") or row["company_id"],
         status=states.PENDING, status_message=None, failures=0, updated_at=func.now()))
     return True
+
+
+_INSERT_GROUP = {}
+
+
+def _insert_group_sql(groups):
+    """Plain SQL, built once per table: SQLAlchemy cannot cache INSERT .. ON CONFLICT."""
+    if groups.name not in _INSERT_GROUP:
+        _INSERT_GROUP[groups.name] = text(
+            f"INSERT INTO {groups.name} (tenant_id, contract_id, service_id, company_id) "
+            "VALUES (:tenant_id, :contract_id, :service_id, :company_id) "
+            "ON CONFLICT (tenant_id, contract_id, service_id) DO NOTHING")
+    return _INSERT_GROUP[groups.name]
 
 
 def _row_out(row):

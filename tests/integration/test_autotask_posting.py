@@ -302,6 +302,29 @@ def test_budget_and_slots_are_shared_through_postgresql(engines):
         assert again in (0, 1, 2)
 
 
+def test_a_request_holds_a_slot_and_counts_once_on_the_slot_connection(engines):
+    """request(): the slot's own connection counts the request (autocommitted before the call)."""
+    from common.posting.budget import BudgetExhausted, RequestBudget, SlotUnavailable
+
+    engine = engines("autotask")
+    tenant = f"request-{time.time_ns()}"
+    a, b = (RequestBudget(engine, m.request_budget, "autotask", hourly_limit=5, share=0.4, slots=1, slot_wait=0.2)
+            for _ in range(2))
+    with a.request(tenant, "ContractServiceAdjustments"):
+        assert b.usage(tenant)["used"] == 1                    # committed before the request goes out
+        with pytest.raises(SlotUnavailable):
+            with b.request(tenant, "ContractServiceAdjustments"):
+                pass
+    assert b.usage(tenant)["used"] == 1                        # the refused one counted nothing
+    with b.request(tenant, "ContractServiceAdjustments"):
+        pass
+    with pytest.raises(BudgetExhausted):                       # limit 2: the third is refused ...
+        with a.request(tenant, "ContractServiceAdjustments"):
+            pass
+    with b.slot(tenant, "ContractServiceAdjustments") as slot:  # ... and its slot was given back
+        assert slot == 0
+
+
 def test_an_exhausted_budget_sends_nothing_until_it_frees(replicas, tenant_factory, engines):
     t = tenant_factory(contracts=1, services=1, lines={(0, 0): 10})
     c, s = t.contract_ids[0], t.service_ids[0]

@@ -129,13 +129,16 @@ class AutotaskTenant:
         return sum(a["unitChange"] for a in state["adjustments"]
                    if a["contractServiceID"] == cs["id"] and a["effectiveDate"][:10] <= last)
 
-    def writes(self, state=None):
-        """This tenant's applied writes from the simulator's write log."""
+    def writes(self, state=None, log=None):
+        """This tenant's applied writes from the simulator's write log (``log``: an already fetched
+        ``/_sim/writes``, shared by many tenants)."""
         state = state or self.state()
         contracts = set(self.contract_ids)
         cs_ids = {cs["id"] for cs in state["contract_services"]}
         out = []
-        for w in requests.get(sim("/_sim/writes"), timeout=30).json():
+        if log is None:
+            log = requests.get(sim("/_sim/writes"), timeout=30).json()
+        for w in log:
             body = w.get("body") if isinstance(w.get("body"), dict) else {}
             low = {str(k).lower(): v for k, v in body.items()}
             if low.get("contractid") in contracts or (w["method"] == "PATCH" and low.get("id") in cs_ids):
