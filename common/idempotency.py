@@ -4,8 +4,7 @@ The claim row is inserted in the same transaction as the handler's changes: if t
 fails, the claim rolls back with it; if a duplicate arrives concurrently, its insert waits on
 the unique key and then finds the row, so exactly one of them does the work.
 """
-from sqlalchemy import Column, DateTime, MetaData, PrimaryKeyConstraint, String, Table, func
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import Column, DateTime, MetaData, PrimaryKeyConstraint, String, Table, func, text
 
 
 def processed_events_table(metadata: MetaData) -> Table:
@@ -21,7 +20,20 @@ def processed_events_table(metadata: MetaData) -> Table:
 
 def claim_event(session, table, consumer, event):
     """True if this consumer has not handled the event before (and now owns it)."""
-    result = session.execute(
-        insert(table).values(consumer=consumer, event_id=event["event_id"], tenant_id=event["tenant_id"])
-        .on_conflict_do_nothing().returning(table.c.event_id))
+    result = session.execute(_claim_sql(table), {"consumer": consumer, "event_id": event["event_id"],
+                                                 "tenant_id": event["tenant_id"]})
     return result.first() is not None
+
+
+_CLAIM_SQL = {}
+
+
+def _claim_sql(table):
+    """The claim as plain SQL, one per table: SQLAlchemy cannot cache the compiled form of a
+    PostgreSQL INSERT .. ON CONFLICT, and this runs for every event every consumer handles."""
+    stmt = _CLAIM_SQL.get(table.name)
+    if stmt is None:
+        stmt = _CLAIM_SQL[table.name] = text(
+            f'INSERT INTO "{table.name}" (consumer, event_id, tenant_id) VALUES (:consumer, :event_id, :tenant_id) '
+            "ON CONFLICT DO NOTHING RETURNING event_id")
+    return stmt

@@ -142,6 +142,7 @@ class OutboxRelay(DependencyProvider):
             rows = conn.execute(query.order_by(t.c.id).limit(self.batch_size)
                                 .with_for_update(skip_locked=True)).all()
             unroutable = set()
+            published = []
             for row in rows:
                 if row.event_type in unroutable:
                     continue
@@ -158,11 +159,15 @@ class OutboxRelay(DependencyProvider):
                     metrics.OUTBOX_UNROUTABLE.labels(self.source, row.event_type).inc()
                     continue
                 self._parked.pop(row.event_type, None)
-                conn.execute(update(t).where(t.c.id == row.id).values(sent_at=func.now()))
+                published.append(row.id)
                 metrics.EVENTS_PUBLISHED.labels(self.source, row.event_type).inc()
                 age = (dt.datetime.now(dt.timezone.utc) - row.created_at).total_seconds()
                 metrics.OUTBOX_LAG.labels(self.source).observe(max(age, 0.0))
                 sent += 1
+            # every published row marked sent with one statement, in the same transaction as before
+            # (a crash before the commit republishes them; consumers drop duplicates by event_id)
+            if published:
+                conn.execute(update(t).where(t.c.id.in_(published)).values(sent_at=func.now()))
         for etype in unroutable:
             backoff = min(self.unroutable_backoff_max, self._parked.get(etype, (0, 0.5))[1] * 2)
             self._parked[etype] = (time.monotonic() + backoff, backoff)

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Project-local PostgreSQL and RabbitMQ on loopback, data under .run/ (git-ignored).
-# Usage: scripts/infra.sh install|up|down|status|reset-db
+# Usage: scripts/infra.sh install|up|down|status|reset-test-vhost, and for the chaos suite's own pair
+# (IDSYNC_INFRA_DIR and ports set) rmq-restart|rmq-crash|rmq-stop|rmq-kill|rmq-start|pg-restart|pg-stop|pg-start
+# (IDSYNC_PG_STOP_MODE=immediate stops PostgreSQL like a crash)
 # Idempotent: "up" on a running stack does nothing but check it.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -78,7 +80,8 @@ CONF
 pg_down() {
   [ -s "$PGDATA/PG_VERSION" ] || return 0
   as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" status >/dev/null 2>&1 || return 0
-  as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" -m fast -w stop >/dev/null
+  # IDSYNC_PG_STOP_MODE=immediate stops like a crash (no checkpoint; recovery on the next start)
+  as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" -m "${IDSYNC_PG_STOP_MODE:-fast}" -w stop >/dev/null
 }
 
 rmq_ctl() { /usr/lib/rabbitmq/bin/rabbitmqctl -n "$RABBITMQ_NODENAME" "$@"; }
@@ -96,7 +99,10 @@ log.file.level = warning
 disk_free_limit.absolute = 200MB
 CONF
   : > "$RMQ/rabbitmq-env.conf"
-  if rmq_ctl status >/dev/null 2>&1; then rmq_users; return 0; fi
+  # running (its rabbit app perhaps still booting): wait for it. A node that does not answer may be
+  # on its way down (a shutdown in progress): wait until it is gone, then start it.
+  if rmq_ctl --timeout 90 await_startup >/dev/null 2>&1; then rmq_users; return 0; fi
+  for _ in $(seq 1 60); do rmq_ctl status >/dev/null 2>&1 || break; sleep 1; done
   [ -f "$HOME/.erlang.cookie" ] || { head -c 20 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$HOME/.erlang.cookie"; chmod 400 "$HOME/.erlang.cookie"; }
   nohup /usr/lib/rabbitmq/bin/rabbitmq-server > "$RMQ/log/stdout.log" 2>&1 &
   echo $! > "$RMQ/server.pid"
@@ -109,9 +115,13 @@ CONF
 
 rmq_users() {
   # the product's own user and vhosts (idsync for the stack, idsync_test for the tests); guest is removed
-  local pw
+  local pw marker
   pw=$(grep '^IDSYNC_AMQP_PASSWORD=' "$RUN/secrets.env" | cut -d= -f2-)
   [ -n "$pw" ] || { echo "no IDSYNC_AMQP_PASSWORD in $RUN/secrets.env" >&2; exit 1; }
+  # done once per node data directory and password (each rabbitmqctl call costs seconds on a busy
+  # machine): the marker lives in the node's own data, so a fresh node is set up again
+  marker="$RMQ/mnesia/$RABBITMQ_NODENAME/.idsync-users-$(printf '%s' "$pw" | sha256sum | cut -c1-16)"
+  [ -f "$marker" ] && return 0
   rmq_ctl list_users -q 2>/dev/null | grep -q '^idsync\b' || rmq_ctl add_user idsync "$pw" >/dev/null
   rmq_ctl change_password idsync "$pw" >/dev/null
   rmq_ctl set_user_tags idsync management >/dev/null
@@ -120,19 +130,41 @@ rmq_users() {
     rmq_ctl set_permissions -p "$vh" idsync '.*' '.*' '.*' >/dev/null
   done
   rmq_ctl list_users -q 2>/dev/null | grep -q '^guest\b' && rmq_ctl delete_user guest >/dev/null || true
+  rm -f "$RMQ/mnesia/$RABBITMQ_NODENAME"/.idsync-users-*
+  touch "$marker"
 }
 
 rmq_down() {
   if ! rmq_ctl status >/dev/null 2>&1; then rm -f "$RMQ/server.pid"; return 0; fi
   rmq_ctl shutdown >/dev/null 2>&1 || true
   rm -f "$RMQ/server.pid"
-  # the Erlang port mapper was started with our node: stop it too when no other node uses it
-  if command -v epmd >/dev/null && ! epmd -names 2>/dev/null | grep -q '^name '; then epmd -kill >/dev/null 2>&1 || true; fi
+  # the Erlang port mapper was started with our node: stop it too when no other node uses it.
+  # Never for a second pair (IDSYNC_INFRA_DIR): the first pair's node may be registered there, and a
+  # port mapper killed under a running node leaves that node unreachable for rabbitmqctl.
+  if [ -z "${IDSYNC_INFRA_DIR:-}" ] && command -v epmd >/dev/null && ! epmd -names 2>/dev/null | grep -q '^name '; then
+    epmd -kill >/dev/null 2>&1 || true
+  fi
+}
+
+rmq_kill() {
+  # SIGKILL this pair's broker (the Erlang VM whose pid RabbitMQ wrote into our own pid file, checked
+  # to run on our data directory): a crash, not a shutdown
+  local pid
+  pid=$(cat "$RMQ/rabbitmq.pid" 2>/dev/null || true)
+  if [ -n "$pid" ] && tr '\0' '\n' < "/proc/$pid/environ" 2>/dev/null | grep -qx -- "RABBITMQ_MNESIA_BASE=$RMQ/mnesia"; then
+    kill -9 "$pid"
+    for _ in $(seq 1 50); do [ -d "/proc/$pid" ] || break; sleep 0.2; done
+  fi
+  rm -f "$RMQ/server.pid"
 }
 
 status() {
   if as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" status >/dev/null 2>&1; then echo "postgresql  up    127.0.0.1:$PG_PORT"; else echo "postgresql  down"; fi
   if rmq_ctl status >/dev/null 2>&1; then echo "rabbitmq    up    127.0.0.1:$AMQP_PORT (management $MGMT_PORT)"; else echo "rabbitmq    down"; fi
+}
+
+chaos_only() {  # the outage commands exist for a second pair only: never against the developer's one
+  [ -n "${IDSYNC_INFRA_DIR:-}" ] || { echo "$1 needs IDSYNC_INFRA_DIR (the chaos suite's own pair)" >&2; exit 2; }
 }
 
 case "${1:-}" in
@@ -141,6 +173,13 @@ case "${1:-}" in
   down) rmq_down; pg_down ;;
   status) status ;;
   rmq-restart) rmq_down; rmq_up ;;
+  rmq-crash) chaos_only "$1"; rmq_kill; rmq_up ;;
+  # the chaos suite's outages of some seconds: stop (or kill) one, wait, then "up"
+  rmq-stop) chaos_only "$1"; rmq_down ;;
+  rmq-kill) chaos_only "$1"; rmq_kill ;;
+  pg-stop) chaos_only "$1"; pg_down ;;
+  pg-start) pg_up ;;
+  rmq-start) rmq_up ;;
   browser)  # the portal's browser tests drive Debian's Chromium through Playwright
     if ! [ -x /usr/bin/chromium ]; then
       [ "$(id -u)" = 0 ] || { echo "need root to apt-get install chromium" >&2; exit 1; }
@@ -154,5 +193,5 @@ case "${1:-}" in
     rmq_ctl set_permissions -p "$vhost" idsync '.*' '.*' '.*' >/dev/null
     rmq_users ;;
   pg-restart) pg_down; pg_up ;;
-  *) echo "usage: $0 install|up|down|status|rmq-restart|pg-restart|reset-test-vhost" >&2; exit 2 ;;
+  *) echo "usage: $0 install|up|down|status|reset-test-vhost|rmq-restart|rmq-crash|rmq-stop|rmq-kill|rmq-start|pg-restart|pg-stop|pg-start" >&2; exit 2 ;;
 esac

@@ -148,7 +148,7 @@ def main():
     parser.add_argument("action", choices=["up", "down", "status", "json-status"])
     parser.add_argument("--no-seed", action="store_true")
     parser.add_argument("names", nargs="*")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()  # `up --no-seed autotask` as well as `up autotask --no-seed`
     if args.action == "up":
         up(seed=not args.no_seed, names=args.names or None)
     elif args.action == "down":

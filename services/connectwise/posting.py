@@ -22,6 +22,8 @@ import datetime as dt
 import logging
 import time
 
+import eventlet
+
 
 from common.posting import Unreadable
 from common.posting.dependency import PostingDependency
@@ -96,6 +98,7 @@ def _addition(a):
 
 class ConnectWiseAdapter(PsaAdapter):
     psa = PSA
+    READ_CONCURRENCY = 3   # = the vendor's and the budget's concurrent calls per endpoint (CONNECTWISE_THREADS)
 
     def __init__(self, client_factory, settings_lookup=None, today=None):
         self._client_factory = client_factory
@@ -119,14 +122,25 @@ class ConnectWiseAdapter(PsaAdapter):
             start = planner.window_start(w, today)
             starts[aid] = min(starts.get(aid, start), start)
         by_agreement, missing, bad = {}, set(), set()
-        for aid in sorted(starts):
+
+        def fetch(aid):
             # additions still billing on or after the window start (cancelledDate > start - 1 day)
             listing = client.additions(aid, as_of=starts[aid] - dt.timedelta(days=1))
             try:
-                by_agreement[aid] = listing.all()
+                return aid, listing.all(), bool(listing.malformed)
             except NotFound:
+                return aid, None, bool(listing.malformed)
+
+        # the API reads one agreement at a time: a batch over many agreements reads READ_CONCURRENCY
+        # of them at once (each still takes one of the tenant's endpoint slots and budget requests),
+        # so a batch's read is not a long series of round trips; an error still fails the whole read
+        pool = eventlet.GreenPool(max(1, min(self.READ_CONCURRENCY, len(starts))))
+        for aid, additions, malformed in pool.imap(fetch, sorted(starts)):
+            if additions is None:
                 missing.add(aid)
-            if listing.malformed:
+            else:
+                by_agreement[aid] = additions
+            if malformed:
                 bad.add(aid)
         for w in works:
             if w.key in out:

@@ -10,11 +10,11 @@ import uuid
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from sqlalchemy import and_, or_, select, tuple_, update
+from sqlalchemy import and_, or_, select, text, tuple_, update
 
 from services.mapping import models as m
 from services.mapping import planner, store
-from services.mapping.domain import (UNMAPPED, LineMapping, LineState, MappingDomainError, PriceRule,
+from services.mapping.domain import (MAPPED, UNMAPPED, LineMapping, LineState, MappingDomainError, PriceRule,
                                      classify_change, effective_rule, preview_rows)
 from services.mapping.domain.pricing import NoPriceRule
 
@@ -56,16 +56,27 @@ class Context:
 
 
 # --- which contract lines a change touches -------------------------------------------------------
-def affected_groups(session, tenant_id, *, customer_ids=None, mpns=None, line_keys=None, everything=False):
+def affected_groups(session, tenant_id, *, customer_ids=None, mpns=None, line_keys=None, everything=False,
+                    state_only=False):
     """(contract_id, service_id) of every contract line whose desired state may move when these
     lines' states or mappings move: each line's current group, where it is billed, where it
-    re-entered."""
-    ln, k, pm = m.lines, m.line_links, m.product_mappings
+    re-entered.
+
+    ``state_only``: only the lines' states moved (a line event), not their mappings. Then a line
+    that is not billable (domain blocking_reasons: customer, product and link mapped, each with its
+    PSA id) is no member of its current group, so its new state cannot move that group's plan: the
+    group is left out (where it is billed or re-entered still counts). Before a tenant is mapped -
+    its first sync - this saves a recompute per line."""
+    ln, k, pm, cm = m.lines, m.line_links, m.product_mappings, m.customer_mappings
+    member = and_(k.c.status == MAPPED, k.c.psa_contract_id.is_not(None), pm.c.status == MAPPED,
+                  pm.c.psa_service_id.is_not(None), cm.c.status == MAPPED, cm.c.psa_company_id.is_not(None))
     query = (select(ln.c.subscription_id, ln.c.mpn, k.c.psa_contract_id, pm.c.psa_service_id, ln.c.billed_contract_id,
-                    ln.c.billed_service_id, ln.c.rebase_contract_id, ln.c.rebase_service_id)
+                    ln.c.billed_service_id, ln.c.rebase_contract_id, ln.c.rebase_service_id,
+                    member.label("member"))
              .outerjoin(k, and_(k.c.tenant_id == ln.c.tenant_id, k.c.subscription_id == ln.c.subscription_id,
                                 k.c.mpn == ln.c.mpn))
              .outerjoin(pm, and_(pm.c.tenant_id == ln.c.tenant_id, pm.c.mpn == ln.c.mpn))
+             .outerjoin(cm, and_(cm.c.tenant_id == ln.c.tenant_id, cm.c.customer_id == ln.c.customer_id))
              .where(ln.c.tenant_id == tenant_id))
     filters = []
     if customer_ids is not None:
@@ -81,7 +92,8 @@ def affected_groups(session, tenant_id, *, customer_ids=None, mpns=None, line_ke
         query = query.where(or_(*filters))
     groups = set()
     for r in session.execute(query):
-        for contract, service in ((r.psa_contract_id, r.psa_service_id), (r.billed_contract_id, r.billed_service_id),
+        current = (r.psa_contract_id, r.psa_service_id) if (r.member or not state_only) else (None, None)
+        for contract, service in (current, (r.billed_contract_id, r.billed_service_id),
                                   (r.rebase_contract_id, r.rebase_service_id)):
             if contract and service:
                 groups.add((contract, service))
@@ -172,9 +184,12 @@ def load_context(session, tenant_id, groups=None, lock=True):
 
     contract_ids = {c for c, _ in (groups if groups is not None else ctx.groups())} | {
         r.psa_contract_id for r in line_rows if r.psa_contract_id}
-    for cid, ref in references.load(session, tenant_id, "contract", ids=contract_ids).items():
+    # contracts and services in one query (this runs for every line event)
+    refs = references.load_many(session, tenant_id, {"contract": contract_ids,
+                                                     "service": {r.psa_service_id for r in line_rows}})
+    for cid, ref in refs["contract"].items():
         ctx.terms[cid] = planner.Terms(ref.start_date, ref.period_months or 1)
-    services = references.load(session, tenant_id, "service", ids={r.psa_service_id for r in line_rows})
+    services = refs["service"]
 
     for r in line_rows:
         key = (r.subscription_id, r.mpn)
@@ -198,7 +213,10 @@ def load_context(session, tenant_id, groups=None, lock=True):
                                            billed, r.billed_version, rebase)
 
     ap = m.approvals
-    for r in session.execute(select(ap).where(ap.c.tenant_id == tenant_id, ap.c.status == "pending")):
+    pending = select(ap).where(ap.c.tenant_id == tenant_id, ap.c.status == "pending")
+    if groups is not None and len(groups) <= CHUNK:   # only the planned lines' approvals are needed
+        pending = pending.where(tuple_(ap.c.contract_id, ap.c.service_id).in_(sorted(groups)))
+    for r in session.execute(pending):
         group = (r.contract_id, r.service_id)
         if groups is None or group in groups:
             ctx.pending[group] = dict(r._mapping)
@@ -329,17 +347,32 @@ def commit_timeline(session, outbox, ctx, group, row, new_timeline, *, status, r
 
 
 def _mark_billed(session, tenant_id, group, basis):
+    """The lines the contract line's latest checkpoint counts are billed there (with their version);
+    other lines billed there are not any more. One statement; rows already right are not rewritten."""
     ln = m.lines
-    in_group = and_(ln.c.tenant_id == tenant_id, ln.c.billed_contract_id == group[0], ln.c.billed_service_id == group[1])
-    if basis:
-        session.execute(update(ln).where(in_group, tuple_(ln.c.subscription_id, ln.c.mpn).notin_(list(basis)))
+    if not basis:
+        session.execute(update(ln).where(ln.c.tenant_id == tenant_id, ln.c.billed_contract_id == group[0],
+                                         ln.c.billed_service_id == group[1])
                         .values(billed_contract_id=None, billed_service_id=None))
-    else:
-        session.execute(update(ln).where(in_group).values(billed_contract_id=None, billed_service_id=None))
-    for (subscription_id, mpn), version in basis.items():
-        session.execute(update(ln).where(ln.c.tenant_id == tenant_id, ln.c.subscription_id == subscription_id,
-                                         ln.c.mpn == mpn)
-                        .values(billed_contract_id=group[0], billed_service_id=group[1], billed_version=version))
+        return
+    keys = sorted(basis)
+    session.execute(_MARK_BILLED_SQL, {"t": tenant_id, "c": group[0], "s": group[1], "subs": [k[0] for k in keys],
+                                       "mpns": [k[1] for k in keys], "versions": [int(basis[k]) for k in keys]})
+
+
+# the two updates touch disjoint rows (in the basis / not in it), as one data-modifying CTE may
+_MARK_BILLED_SQL = text("""
+    WITH basis AS (SELECT * FROM unnest(CAST(:subs AS text[]), CAST(:mpns AS text[]), CAST(:versions AS int[]))
+                   AS b(subscription_id, mpn, version)),
+    cleared AS (
+        UPDATE lines AS l SET billed_contract_id = NULL, billed_service_id = NULL
+        WHERE l.tenant_id = :t AND l.billed_contract_id = :c AND l.billed_service_id = :s
+          AND NOT EXISTS (SELECT 1 FROM basis b WHERE b.subscription_id = l.subscription_id AND b.mpn = l.mpn))
+    UPDATE lines AS l SET billed_contract_id = :c, billed_service_id = :s, billed_version = b.version
+    FROM basis b
+    WHERE l.tenant_id = :t AND l.subscription_id = b.subscription_id AND l.mpn = b.mpn
+      AND (l.billed_contract_id IS DISTINCT FROM :c OR l.billed_service_id IS DISTINCT FROM :s
+           OR l.billed_version IS DISTINCT FROM b.version)""")
 
 
 # --- approvals -----------------------------------------------------------------------------------

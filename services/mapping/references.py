@@ -108,6 +108,22 @@ def load(session, tenant_id, kind, ids=None, company_id=None):
     return {r.psa_id: to_reference(r) for r in session.execute(query)}
 
 
+def load_many(session, tenant_id, wanted):
+    """{kind: {psa_id: domain reference}} for ``wanted`` = {kind: ids}, in one query."""
+    t = m.psa_references
+    out = {kind: {} for kind in wanted}
+    clauses = []
+    for kind, ids in wanted.items():
+        ids = sorted({str(i) for i in ids if i})
+        if ids:
+            clauses.append(and_(t.c.kind == kind, t.c.psa_id.in_(ids)))
+    if not clauses:
+        return out
+    for r in session.execute(select(t).where(t.c.tenant_id == tenant_id, or_(*clauses))):
+        out[r.kind][r.psa_id] = to_reference(r)
+    return out
+
+
 def get(session, tenant_id, kind, psa_id):
     return load(session, tenant_id, kind, ids=[psa_id]).get(str(psa_id))
 

@@ -59,9 +59,29 @@ def score_out(value):
 # --- locking -------------------------------------------------------------------------------------
 def lock_tenant(session, tenant_id):
     """Every recompute of a tenant's desired state runs under this transaction lock: desired
-    versions stay monotonic and two events never plan one contract line at once."""
-    session.execute(text("select pg_advisory_xact_lock(hashtextextended(:k, 0))"),
-                    {"k": f"idsync.mapping.tenant:{tenant_id}"})
+    versions stay monotonic and two events never plan one contract line at once. Taken once per
+    transaction: a second call in the same transaction is free (the lock is held until it ends)."""
+    held = session.info.setdefault("idsync_tenant_locks", set())
+    if tenant_id in held:
+        return
+    session.execute(_LOCK_SQL, {"k": f"idsync.mapping.tenant:{tenant_id}"})
+    held.add(tenant_id)
+
+
+_LOCK_SQL = text("select pg_advisory_xact_lock(hashtextextended(:k, 0))")
+
+
+def _forget_locks(session, *_):
+    session.info.pop("idsync_tenant_locks", None)
+
+
+# the transaction lock ends with the transaction: forget it then (a session may run several). The
+# service takes no savepoints; one rolled back would release a lock taken inside it.
+from sqlalchemy import event as _sa_event  # noqa: E402
+from sqlalchemy.orm import Session as _Session  # noqa: E402
+
+_sa_event.listen(_Session, "after_commit", _forget_locks)
+_sa_event.listen(_Session, "after_rollback", _forget_locks)
 
 
 def bulk_mode(session):
@@ -165,13 +185,33 @@ def upsert_product(session, tenant_id, event):
     return False, moved
 
 
-def ensure_placeholders(session, tenant_id, customer_id, mpn):
+def ensure_placeholders(session, tenant_id, customer_id, mpn, present=None):
     """A line can arrive before its customer or product: keep a placeholder so lists and joins
-    work; the real record replaces it when its event comes."""
-    session.execute(insert(m.customers).values(tenant_id=tenant_id, customer_id=customer_id, name=customer_id,
-                                               placeholder=True).on_conflict_do_nothing())
-    session.execute(insert(m.products).values(tenant_id=tenant_id, mpn=mpn, name=mpn, placeholder=True)
-                    .on_conflict_do_nothing())
+    work; the real record replaces it when its event comes. ``present`` (from line_presence) skips
+    the rows known to exist."""
+    if present is None or not present["customer"]:
+        session.execute(insert(m.customers).values(tenant_id=tenant_id, customer_id=customer_id, name=customer_id,
+                                                   placeholder=True).on_conflict_do_nothing())
+    if present is None or not present["product"]:
+        session.execute(insert(m.products).values(tenant_id=tenant_id, mpn=mpn, name=mpn, placeholder=True)
+                        .on_conflict_do_nothing())
+
+
+# One round trip instead of five INSERT .. ON CONFLICT DO NOTHING for a line seen before (the
+# usual case: a change of a known line). Callers hold the tenant lock, so what it says cannot be
+# made stale by another worker of the service; ensure_* still insert with ON CONFLICT DO NOTHING.
+_PRESENCE_SQL = text("""
+    SELECT EXISTS (SELECT 1 FROM customers WHERE tenant_id = :t AND customer_id = :c) AS customer,
+           EXISTS (SELECT 1 FROM products WHERE tenant_id = :t AND mpn = :m) AS product,
+           EXISTS (SELECT 1 FROM customer_mappings WHERE tenant_id = :t AND customer_id = :c) AS customer_mapping,
+           EXISTS (SELECT 1 FROM product_mappings WHERE tenant_id = :t AND mpn = :m) AS product_mapping,
+           EXISTS (SELECT 1 FROM line_links WHERE tenant_id = :t AND subscription_id = :s AND mpn = :m) AS line_link""")
+
+
+def line_presence(session, tenant_id, customer_id, mpn, subscription_id):
+    """Which of a line's customer, product (copies) and mapping rows exist: a dict of booleans."""
+    row = session.execute(_PRESENCE_SQL, {"t": tenant_id, "c": customer_id, "m": mpn, "s": subscription_id}).one()
+    return dict(row._mapping)
 
 
 def ensure_mapping_row(session, kind, tenant_id, key):
@@ -192,20 +232,32 @@ def record_line(session, tenant_id, event):
     state = {"customer_id": event["customer_id"], "quantity": event["quantity"], "status": event["status"],
              "unit_price": to_decimal(event.get("unit_price")), "unit_cost": to_decimal(event.get("unit_cost")),
              "currency": event.get("currency") or "USD", "seen_at": seen_at}
-    ident = {"tenant_id": tenant_id, "subscription_id": event["subscription_id"], "mpn": event["mpn"]}
-    version = event["line_version"]
-    session.execute(insert(m.line_states).values(**ident, line_version=version, event_id=event["event_id"], **state)
-                    .on_conflict_do_update(index_elements=["tenant_id", "subscription_id", "mpn", "line_version"],
-                                           set_={**state, "event_id": event["event_id"]}))
-    t = m.lines
-    stmt = insert(t).values(**ident, line_version=version, change=event.get("change"), **state)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["tenant_id", "subscription_id", "mpn"],
-        set_={**state, "line_version": version, "change": event.get("change"), "updated_at": func.now()},
-        where=t.c.line_version <= version)
-    if session.execute(stmt.returning(t.c.line_version)).first() is None:
+    params = {"tenant_id": tenant_id, "subscription_id": event["subscription_id"], "mpn": event["mpn"],
+              "line_version": event["line_version"], "event_id": event["event_id"], "change": event.get("change"),
+              **state}
+    # plain SQL: SQLAlchemy cannot cache the compiled form of a PostgreSQL INSERT .. ON CONFLICT, and
+    # this runs for every line event
+    session.execute(_LINE_STATE_SQL, params)
+    if session.execute(_LINE_SQL, params).first() is None:
         return "stale"   # a newer version of the line is already here (its state stays in the history)
     return "changed"
+
+
+_STATE_COLUMNS = ("customer_id", "quantity", "status", "unit_price", "unit_cost", "currency", "seen_at")
+_LINE_STATE_SQL = text(
+    "INSERT INTO line_states (tenant_id, subscription_id, mpn, line_version, event_id, "
+    + ", ".join(_STATE_COLUMNS) + ") VALUES (:tenant_id, :subscription_id, :mpn, :line_version, :event_id, "
+    + ", ".join(f":{c}" for c in _STATE_COLUMNS) + ") "
+    "ON CONFLICT (tenant_id, subscription_id, mpn, line_version) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _STATE_COLUMNS) + ", event_id = excluded.event_id")
+_LINE_SQL = text(
+    "INSERT INTO lines (tenant_id, subscription_id, mpn, line_version, change, " + ", ".join(_STATE_COLUMNS)
+    + ") VALUES (:tenant_id, :subscription_id, :mpn, :line_version, :change, "
+    + ", ".join(f":{c}" for c in _STATE_COLUMNS) + ") "
+    "ON CONFLICT (tenant_id, subscription_id, mpn) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _STATE_COLUMNS)
+    + ", line_version = excluded.line_version, change = excluded.change, updated_at = now() "
+    "WHERE lines.line_version <= excluded.line_version RETURNING line_version")
 
 
 def subscription_line(row):

@@ -82,6 +82,24 @@ def subscription_values(detail, seen_at) -> dict:
             "unlisted_at": None}
 
 
+SUBSCRIPTION_COLUMNS = ("customer_id", "status", "renewal_status", "creation_date", "renewal_date", "last_modified",
+                        "total_price", "detail_fetched_at", "unlisted_at")
+
+
+def _upsert_sql(table, key, columns):
+    """INSERT .. ON CONFLICT (key) DO UPDATE as plain SQL: written per changed subscription, and
+    SQLAlchemy cannot cache the compiled form of a PostgreSQL ON CONFLICT statement."""
+    cols = ["tenant_id", *key, *[c for c in columns if c not in key]]
+    return text(f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join(':' + c for c in cols)}) "
+                f"ON CONFLICT (tenant_id, {', '.join(key)}) DO UPDATE SET "
+                + ", ".join(f"{c} = excluded.{c}" for c in cols if c not in ("tenant_id", *key))
+                + ", updated_at = now()")
+
+
+_LINE_UPSERT = _upsert_sql("subscription_lines", ("subscription_id", "mpn"), LINE_COLUMNS)
+_SUBSCRIPTION_UPSERT = _upsert_sql("subscriptions", ("subscription_id",), SUBSCRIPTION_COLUMNS)
+
+
 # --- what one sync run reads and writes --------------------------------------------------------
 class Repository:
     """The snapshot of one tenant as a sync run sees it. Each write method is its own transaction;
@@ -184,10 +202,7 @@ class Repository:
                       .values(unlisted_at=seen_at, detail_fetched_at=seen_at, updated_at=func.now()))
 
     def _write_line(self, s, row):
-        values = {k: row[k] for k in LINE_COLUMNS}
-        s.execute(insert(subscription_lines).values(tenant_id=self.tenant_id, **values)
-                  .on_conflict_do_update(index_elements=["tenant_id", "subscription_id", "mpn"],
-                                         set_={**values, "updated_at": func.now()}))
+        s.execute(_LINE_UPSERT, {"tenant_id": self.tenant_id, **{k: row[k] for k in LINE_COLUMNS}})
 
     def _write_subscription(self, s, sid, detail, seen_at, old_lines):
         if detail is None:  # gone at the vendor: keep the row, say so
@@ -196,10 +211,8 @@ class Repository:
                       .values(status="removed", unlisted_at=seen_at, detail_fetched_at=seen_at,
                               updated_at=func.now()))
             return
-        values = subscription_values(detail, seen_at)
-        s.execute(insert(subscriptions).values(tenant_id=self.tenant_id, subscription_id=sid, **values)
-                  .on_conflict_do_update(index_elements=["tenant_id", "subscription_id"],
-                                         set_={**values, "updated_at": func.now()}))
+        s.execute(_SUBSCRIPTION_UPSERT, {"tenant_id": self.tenant_id, "subscription_id": sid,
+                                         **subscription_values(detail, seen_at)})
 
     # quarantine
     def open_quarantine(self) -> set[tuple[str, str]]:
