@@ -21,10 +21,12 @@ a much harsher load than 20 people reading their screens.
 The load driver (bench/gateway_load.py) is a separate process of plain threads with
 requests.Session: see its docstring for why not a load library.
 
-Time: the measurement is 15 s + 60 s; the setup is longer and dominated by the mapping service
-taking in the tenant (~50,000 events handled one at a time under the tenant's lock): expect
-10-20 minutes on an idle 2-core machine, much more on a busy one (bounded: an hour per phase).
-The stack is stopped at the end, also on an error, Ctrl-C or SIGTERM.
+Time: the measurement is 15 s + 60 s; the setup is far longer (bench/gateway_seed.py has the
+figures): the mapping service takes in the tenant's ~50,000 events one at a time under the
+tenant's lock, and the first PSA read and the product bulk-accept each re-plan every contract line
+of the tenant (quadratic today in services/mapping/recompute.py). On a busy 2-core machine that
+was well over an hour; each phase is bounded (an hour). The stack is stopped at the end, also on
+an error, Ctrl-C or SIGTERM.
 
 --quick: 1,000 customers / 4,000 lines, 10 s after a 3 s warm-up (a smoke run of the instrument).
 Results: bench/results/gateway-latest.{json,md} and the README table. Latency targets are reported,
