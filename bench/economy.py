@@ -35,7 +35,7 @@ import traceback
 import requests
 
 from bench import flow
-from bench.harness import BenchStack
+from bench.harness import BenchStack, Deadline, alarm as _alarm, log
 from bench.results import write
 
 # the vendors' limits raised for the first-reconciliation runs (said in the notes)
@@ -54,16 +54,6 @@ SIM = {"autotask": "sim-autotask", "connectwise": "sim-connectwise"}
 TARGET_WRITES, TARGET_READ = 1.05, 200
 
 
-class Deadline(Exception):
-    pass
-
-
-def _alarm(signum, frame):
-    raise Deadline("the bench's time budget ran out")
-
-
-def log(msg):
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
 def writes_since(stack, sim, since_seq):

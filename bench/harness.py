@@ -115,3 +115,15 @@ def stopwatch():
     end = []
     yield lambda: (end[0] if end else time.perf_counter()) - start
     end.append(time.perf_counter())
+
+
+class Deadline(Exception):
+    """A bench's own time budget ran out (raised from SIGALRM, see ``alarm``)."""
+
+
+def alarm(signum, frame):
+    raise Deadline("the bench's time budget ran out")
+
+
+def log(msg):
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)

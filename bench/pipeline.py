@@ -29,7 +29,7 @@ import time
 import traceback
 
 from bench import flow
-from bench.harness import BenchStack
+from bench.harness import BenchStack, Deadline, alarm as _alarm, log
 from bench.results import write
 
 # the bench triggers syncs itself: claim them quickly and run many at once, so the detection of a
@@ -43,16 +43,6 @@ IDLE_SAMPLE_SECONDS = 5.0
 TARGET_RATE = 500.0
 
 
-class Deadline(Exception):
-    pass
-
-
-def _alarm(signum, frame):
-    raise Deadline("the bench's time budget ran out")
-
-
-def log(msg):
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
 def sizes_for(args):
