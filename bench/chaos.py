@@ -90,8 +90,8 @@ def parse(argv):
     p.add_argument("--customers", type=int, default=5)
     p.add_argument("--lines", type=int, default=40, help="subscription lines per tenant at the start")
     p.add_argument("--rate", type=float, default=1.5, help="marketplace changes per second (all tenants)")
-    p.add_argument("--cooldown", type=float, default=1.5,
-                   help="seconds before a subscription is changed again (below 1: same-second changes, docs/chaos.md)")
+    p.add_argument("--cooldown", type=float, default=0.0,
+                   help="seconds before a subscription is changed again (0: same-second changes happen, docs/chaos.md)")
     p.add_argument("--kills", type=int, default=None, help="service kills per run (default: ~1 per 30 s)")
     p.add_argument("--no-infra", action="store_true", help="no RabbitMQ/PostgreSQL outages")
     p.add_argument("--no-faults", action="store_true", help="no vendor faults")

@@ -3,9 +3,9 @@ API (what customers ordering on the marketplace would do): seat increases and de
 new lines on a subscription, new subscriptions, cancellations, suspensions and resumptions, spread
 over every tenant of the run. Seeded; every change is logged with the line(s) it touched.
 
-A subscription is not changed twice within ``cooldown`` seconds: the vendor's lastModifiedDate has
-whole seconds, and the product's incremental sync only re-reads a subscription whose
-lastModifiedDate moved (docs/chaos.md, "Findings").
+With ``cooldown`` a subscription is not changed twice within that many seconds. The default is 0:
+two changes in one second share the vendor's whole-second lastModifiedDate, which the sync must
+still see (docs/chaos.md, "Findings" 3).
 """
 import collections
 import random
@@ -34,7 +34,7 @@ class TenantModel:
 
 
 class Driver:
-    def __init__(self, stack, tenants, seed, rate=1.0, cooldown=1.5, log=print):
+    def __init__(self, stack, tenants, seed, rate=1.0, cooldown=0.0, log=print):
         self.stack = stack
         self.rng = random.Random(f"chaos-drive/{seed}")
         self.models = [TenantModel(t, t.market_state()) for t in tenants]

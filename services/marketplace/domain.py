@@ -275,14 +275,25 @@ class SubscriptionMark:
     unlisted_at: dt.datetime | None = None
 
 
+# lastModifiedDate has whole seconds: a second change within the second of one we already fetched
+# keeps the same stamp. A detail fetched less than this long after its stamp is fetched once more on
+# the next run (one extra GET per change, never more: that fetch is stamped well after). 2 s, not 1,
+# leaves room for the vendor's clock running ahead of ours.
+SAME_STAMP_SECONDS = 2.0
+
+
 def needs_detail(summary, mark: SubscriptionMark | None, *, full: bool = False,
                  full_since: dt.datetime | None = None) -> bool:
     """Fetch the detail (rate-limited: ~60 a minute) only when the subscription is new to us, its
-    lastModifiedDate moved, it had dropped out of the listing, or a full run has not fetched it yet
-    (a resumed full run skips what it already fetched since `full_since`)."""
+    lastModifiedDate moved, our last fetch was within SAME_STAMP_SECONDS of that stamp (a later
+    change in the same second would look unchanged), it had dropped out of the listing, or a full
+    run has not fetched it yet (a resumed full run skips what it already fetched since `full_since`)."""
     if mark is None or mark.last_modified is None or mark.unlisted_at is not None:
         return True
     if utc(mark.last_modified) != utc(summary["lastModifiedDate"]):
+        return True
+    if (mark.detail_fetched_at is not None and utc(mark.detail_fetched_at) - utc(mark.last_modified)
+            < dt.timedelta(seconds=SAME_STAMP_SECONDS)):
         return True
     if full:
         fetched = utc(mark.detail_fetched_at)

@@ -5,7 +5,8 @@ A run:
 1. customers, then products (every page): upsert what is new or moved, `customer_changed` /
    `product_changed` for each; a product whose catalog cost moved re-prices its lines (`price`).
 2. every subscription summary (every page). The detail (~60 GETs a minute per endpoint) is fetched
-   only for subscriptions that are new, whose lastModifiedDate moved, that are quarantined (to see
+   only for subscriptions that are new, whose lastModifiedDate moved (or was read less than 2 s
+   after that whole-second stamp: a later change in that second keeps it), that are quarantined (to see
    whether they parse again), or - in a full run - all of them (a resumed full run skips those it
    already fetched since it began). After a *complete* listing, a stored subscription the listing
    no longer has is fetched once: a 404 turns its lines removed/0.

@@ -220,6 +220,24 @@ def test_a_quantity_change_is_one_event_for_that_line_only(world, sim, tap, rpc)
     assert {(i["mpn"], i["quantity"]) for i in search["items"]} >= {(line["mpn"], line["quantity"] + 5)}
 
 
+def test_a_second_change_stamped_in_the_same_second_is_not_missed(world, sim, tap, rpc):
+    """lastModifiedDate has whole seconds: two orders in one second give one stamp. The stamp is set a
+    minute ahead here (a vendor clock ahead of ours), so the run that follows each change is always
+    within SAME_STAMP_SECONDS of it, however slow this machine is."""
+    tenant, state = world["tenant"], world["state"]
+    sub = next(s for s in state["subscriptions"] if len(s["products"]) >= 2 and s["status"] == "active")
+    line = sub["products"][1]
+    stamp = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=60)).replace(microsecond=0).isoformat()
+    since = len(tap.seen)
+    sim.post(f"/_sim/subscriptions/{sub['id']}/change", {"mpn": line["mpn"], "quantity": 41, "at": stamp})
+    assert sync(rpc, tenant.id)["counts"]["lines_changed"] == 1
+    sim.post(f"/_sim/subscriptions/{sub['id']}/change", {"mpn": line["mpn"], "quantity": 42, "at": stamp})
+    run = sync(rpc, tenant.id)
+    assert run["counts"]["details_fetched"] == 1 and run["counts"]["lines_changed"] == 1, run
+    events = tap.wait(tenant.id, "subscription_line_changed", 2, since=since)
+    assert [e["quantity"] for e in events if e["mpn"] == line["mpn"]] == [41, 42]
+
+
 def test_a_corrupted_subscription_is_quarantined_while_the_others_sync_and_resolves_when_fixed(world, sim, tap, rpc):
     tenant, state = world["tenant"], world["state"]
     singles = [s for s in state["subscriptions"] if len(s["products"]) == 1 and s["status"] == "active"]

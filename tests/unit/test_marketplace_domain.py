@@ -251,6 +251,12 @@ SUMMARY = {"id": "S1", "lastModifiedDate": T0}
     (domain.SubscriptionMark(T0, T0), True, None, True),  # full: everything
     (domain.SubscriptionMark(T0, T1), True, T0, False),  # resumed full: already fetched since it began
     (domain.SubscriptionMark(T0, T0 - dt.timedelta(hours=1)), True, T0, True),  # resumed full: not yet
+    # fetched within the stamp's second: a later change in that second keeps the stamp, so once more
+    (domain.SubscriptionMark(T0, T0 + dt.timedelta(seconds=0.9)), False, None, True),
+    (domain.SubscriptionMark(T0, T0 + dt.timedelta(seconds=1.99)), False, None, True),
+    (domain.SubscriptionMark(T0, T0 - dt.timedelta(seconds=3)), False, None, True),  # vendor clock ahead
+    (domain.SubscriptionMark(T0, T0 + dt.timedelta(seconds=2)), False, None, False),  # settled
+    (domain.SubscriptionMark(T0, T0 + dt.timedelta(minutes=5)), False, None, False),
 ])
 def test_needs_detail(mark, full, full_since, expected):
     assert domain.needs_detail(SUMMARY, mark, full=full, full_since=full_since) is expected
