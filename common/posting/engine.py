@@ -386,8 +386,14 @@ class Poster:
 
     def _resolve_unknown(self, work, plan):
         """Rows left in `posting` (outcome unknown): the fresh read says whether they applied.
-        False when one of them cannot be resolved (nothing may be sent for the line then)."""
-        led = self.t.ledger
+        False when one of them cannot be resolved (nothing may be sent for the line then).
+
+        A row confirmed as applied moves the line's ``expected`` baseline (what the PSA shows now,
+        ``plan.expected``) in the same transaction: were it left for the release, a release that
+        fails (PostgreSQL gone at that moment) would leave the baseline before our write, and the
+        next change would look like a hand edit in the PSA (chaos seed 1003). Not when the plan
+        finds the line edited by hand: that edit must stay visible, not become the baseline."""
+        led, g = self.t.ledger, self.t.groups
         resolved_all = True
         for row in work.unknown:
             applied, item_id = plan.resolved.get(row["id"], (None, None))
@@ -404,6 +410,11 @@ class Poster:
                     if done:
                         self._line_posted(session, work, row, item_id or row["vendor_item_id"])
                         metrics.POSTINGS.labels(self.psa, "confirmed").inc()
+                        if plan.expected is not None and not plan.edited:
+                            session.execute(update(g).where(
+                                g.c.tenant_id == work.tenant_id, g.c.contract_id == work.contract_id,
+                                g.c.service_id == work.service_id, g.c.lease_owner == self.owner)
+                                .values(expected=plan.expected, updated_at=func.now()))
                 else:
                     dead = self.policy.exhausted(row["attempts"])
                     msg = f"not applied (re-read the PSA after: {row['vendor_message'] or 'no answer'})"[:2000]
