@@ -75,3 +75,32 @@ def test_openapi_document_lists_the_api():
     assert doc["openapi"] == "3.0.3"
     assert "/api/v1/users/{user_id}" in doc["paths"]
     assert doc["paths"]["/api/v1/users"]["post"]["requestBody"]
+
+
+HUB_DURING_SIGN_INS = """
+import eventlet; eventlet.monkey_patch()
+from gateway import auth
+stored = auth.hash_password("a-long-enough-password")
+ticks = [0]
+def ticker():
+    while True:
+        eventlet.sleep(0.002)
+        ticks[0] += 1
+eventlet.spawn(ticker)
+eventlet.sleep(0)
+for _ in range(5):
+    assert auth.check_password(stored, "a-long-enough-password")
+assert not auth.check_password(stored, "wrong")
+print(ticks[0])
+"""
+
+
+def test_password_checks_leave_the_gateway_hub_serving():
+    """In the green gateway argon2 runs off the eventlet hub: other greenlets (requests) run while
+    passwords are checked. On the hub itself the loop above never yields and the ticker counts 0."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-W", "ignore", "-c", HUB_DURING_SIGN_INS], capture_output=True,
+                         text=True, timeout=120, check=True).stdout
+    assert int(out.split()[-1]) > 10
