@@ -34,6 +34,8 @@ class Context:
     lines: dict = field(default_factory=dict)       # line key -> planner.LineInput
     terms: dict = field(default_factory=dict)       # contract_id -> planner.Terms
     pending: dict = field(default_factory=dict)     # group -> pending approval row
+    _by_group: dict | None = field(default=None, repr=False)   # group -> line keys (lines_for)
+    _position: dict | None = field(default=None, repr=False)
 
     def groups(self):
         found = set(self.rows)
@@ -43,16 +45,22 @@ class Context:
         return found
 
     def lines_for(self, group):
-        keys = set()
+        """The lines a contract line's plan looks at: those in its timeline's basis, mapped to it,
+        billed on it or being rebased from it; in load order (as the planner always saw them)."""
+        if self._by_group is None:
+            # indexed once per context: scanning every line per contract line made re-planning a
+            # whole tenant quadratic (21 min at 20,000 contract lines x 40,000 lines)
+            self._by_group, self._position = {}, {}
+            for n, (key, li) in enumerate(self.lines.items()):
+                self._position[key] = n
+                targets = {li.mapping.group_key, li.billed, li.rebase[0] if li.rebase is not None else None}
+                for target in targets - {None}:
+                    self._by_group.setdefault(target, []).append(key)
+        keys = set(self._by_group.get(group, ()))
         row = self.rows.get(group)
         for cp in (row or {}).get("timeline") or []:
-            keys.update(planner.basis_dict(cp))
-        out = []
-        for key, li in self.lines.items():
-            if (key in keys or li.mapping.group_key == group or li.billed == group
-                    or (li.rebase is not None and li.rebase[0] == group)):
-                out.append(li)
-        return out
+            keys.update(k for k in planner.basis_dict(cp) if k in self.lines)
+        return [self.lines[k] for k in sorted(keys, key=self._position.__getitem__)]
 
 
 # --- which contract lines a change touches -------------------------------------------------------
@@ -83,15 +91,23 @@ def affected_groups(session, tenant_id, *, customer_ids=None, mpns=None, line_ke
         filters.append(ln.c.customer_id.in_(list(customer_ids)) if customer_ids else False)
     if mpns is not None:
         filters.append(ln.c.mpn.in_(list(mpns)) if mpns else False)
+    key_parts = []
     if line_keys is not None:
         keys = [tuple(x) for x in line_keys]
-        filters.append(tuple_(ln.c.subscription_id, ln.c.mpn).in_(keys) if keys else False)
-    if not everything:
-        if not filters:
+        if not keys:
+            filters.append(False)
+        # a row-value IN of thousands of pairs exceeds PostgreSQL's stack depth (a bulk accept of
+        # a 10,000-line tenant did): the keys go in chunks, each its own query (the filters are OR-ed)
+        key_parts = [tuple_(ln.c.subscription_id, ln.c.mpn).in_(part) for part in _chunks(keys)]
+    if everything:
+        queries = [query]
+    else:
+        if not filters and not key_parts:
             return set()
-        query = query.where(or_(*filters))
+        queries = ([query.where(or_(*filters))] if filters else []) + [query.where(part) for part in key_parts]
+    rows = [r for q in queries for r in session.execute(q)]
     groups = set()
-    for r in session.execute(query):
+    for r in rows:
         current = (r.psa_contract_id, r.psa_service_id) if (r.member or not state_only) else (None, None)
         for contract, service in (current, (r.billed_contract_id, r.billed_service_id),
                                   (r.rebase_contract_id, r.rebase_service_id)):

@@ -270,11 +270,21 @@ def suggest_products(session, outbox, tenant_id, mpns=None):
     return _write_suggestions(session, outbox, "product", tenant_id, items)
 
 
+LINE_KEY_CHUNK = 500
+
+
 def suggest_links(session, outbox, tenant_id, customer_ids=None, line_keys=None):
     """Suggest a contract for open line links: the only active recurring contract of the company
     the customer is mapped (or suggested) to. Returns the line keys whose suggestion moved."""
     if cache_stamp(session, tenant_id) is None:
         return []
+    if line_keys is not None and len(line_keys) > LINE_KEY_CHUNK:
+        # a row-value IN of thousands of pairs exceeds PostgreSQL's stack depth (a bulk accept of a
+        # 10,000-line tenant did): suggest chunk by chunk
+        keys, moved = list(line_keys), []
+        for i in range(0, len(keys), LINE_KEY_CHUNK):
+            moved += suggest_links(session, outbox, tenant_id, customer_ids, keys[i:i + LINE_KEY_CHUNK])
+        return moved
     k, ln, cm = m.line_links, m.lines, m.customer_mappings
     query = (select(k, ln.c.customer_id, cm.c.psa_company_id.label("company_id"), cm.c.status.label("customer_status"))
              .join(ln, and_(ln.c.tenant_id == k.c.tenant_id, ln.c.subscription_id == k.c.subscription_id,
