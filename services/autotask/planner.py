@@ -17,9 +17,12 @@ back. So the planner works per period:
   the dates come from the mapping service, we post what the event says). A period without a
   breakpoint whose base differs from the desired value (e.g. our own superseded future
   adjustment) gets a correcting adjustment on its first day.
-- A missing ContractService and a positive desired quantity: first add the service to the contract
-  (unit price, cost), then the adjustments. A price that differs from the last breakpoint's:
-  PATCH adjustedPrice (Autotask applies it from the next period).
+- A missing ContractService and a positive desired quantity: the first adjustment creates it
+  (Autotask does so for an adjustment whose contract has no such service) with the last
+  breakpoint's price and cost as adjustedUnitPrice/Cost: one write for a new line, not two (adding
+  the service first, then its units, doubled the writes of a first reconciliation). A price that
+  differs from the last breakpoint's: PATCH adjustedPrice (Autotask applies it from the next
+  period). ``add_service`` is still resolved for ledger rows written before.
 
 Edited in the PSA: we keep ``expected`` (a step function of what the PSA shows after our last
 confirmed operation). A period whose units differ from it *and* from the desired value was changed
@@ -182,19 +185,20 @@ def plan_line(work, line, today):
     ops = []
     wants_units = any(int(b["quantity"]) > 0 for b in pending) or any(
         (_want(desired, e.end) or 0) > 0 for e in entries)
-    if line is None:
-        if not wants_units:
-            return plan
-        ops.append(PlannedOp(ADD_SERVICE, pending_from, quantity_before=None, quantity_after=0,
-                             unit_price=_money(final["unit_price"]), unit_cost=_money(final["unit_cost"]),
-                             params={"creates_line": True}, expected_after=plan.expected))
+    if line is None and not wants_units:
+        return plan
     csid = None if line is None else line.contract_service_id
     deltas = []
 
     def adjust(day, before, after, period_start):
         deltas.append((day, after - before))
+        params = {"contract_service_id": csid, "period_start": period_start.isoformat()}
+        price = cost = None
+        if line is None and not ops:   # the first adjustment of a new line creates its ContractService
+            params["creates_service"] = True
+            price, cost = _money(final["unit_price"]), _money(final["unit_cost"])
         ops.append(PlannedOp(ADJUST, day, quantity_before=before, quantity_after=after, unit_change=after - before,
-                             params={"contract_service_id": csid, "period_start": period_start.isoformat()},
+                             unit_price=price, unit_cost=cost, params=params,
                              expected_after=schedule.merge_steps(work.expected, _steps(entries, deltas))))
 
     for e in entries:

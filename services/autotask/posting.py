@@ -185,6 +185,9 @@ class AutotaskAdapter(PsaAdapter):
         if op.kind == planner.ADD_SERVICE:
             return client.add_contract_service(contract, service, op.unit_price, op.unit_cost)
         if op.kind == planner.ADJUST:
+            if op.params.get("creates_service"):   # the ContractService is made by this adjustment
+                return client.add_adjustment(contract, service, None, int(op.unit_change), op.effective_date,
+                                             adjusted_unit_price=op.unit_price, adjusted_unit_cost=op.unit_cost)
             return client.add_adjustment(contract, service, csid, int(op.unit_change), op.effective_date)
         if op.kind == planner.PRICE:
             if csid is None:

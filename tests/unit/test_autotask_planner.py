@@ -34,13 +34,25 @@ def ops_of(plan):
     return [(op.kind, op.effective_date.isoformat(), op.unit_change) for op in plan.ops]
 
 
-def test_new_line_adds_the_service_then_the_units():
+def test_new_line_is_one_adjustment_that_creates_the_service():
     plan = planner.plan_line(work([bp(TODAY, 12, 1)]), None, TODAY)
-    assert ops_of(plan) == [(ADD_SERVICE, "2026-11-20", None), (ADJUST, "2026-11-20", 12)]
-    add = plan.ops[0]
-    assert add.unit_price == Decimal("20.00") and add.unit_cost == Decimal("17.00")
-    assert plan.ops[1].quantity_before == 0 and plan.ops[1].quantity_after == 12
+    assert ops_of(plan) == [(ADJUST, "2026-11-20", 12)]
+    [create] = plan.ops
+    assert create.params["creates_service"] and create.params["contract_service_id"] is None
+    assert create.unit_price == Decimal("20.00") and create.unit_cost == Decimal("17.00")
+    assert create.quantity_before == 0 and create.quantity_after == 12
     assert plan.edited is None
+
+
+def test_new_line_with_a_later_step_creates_once_then_adjusts():
+    plan = planner.plan_line(work([bp(TODAY, 12, 1), bp("2026-12-01", 7, 2)]), None, TODAY)
+    assert ops_of(plan) == [(ADJUST, "2026-11-20", 12), (ADJUST, "2026-12-01", -5)]
+    assert plan.ops[0].params.get("creates_service") and not plan.ops[1].params.get("creates_service")
+    assert plan.ops[1].unit_price is None
+
+
+def test_new_line_wanting_no_units_is_not_created():
+    assert planner.plan_line(work([bp(TODAY, 0, 1)]), None, TODAY).ops == []
 
 
 def test_new_line_with_zero_units_writes_nothing():

@@ -34,8 +34,8 @@ class FakeClient:
             return Result([cs for cs in self.services if cs["contractID"] in ids])
         return Result([u for u in self.units if _matches(u, filters)], self.malformed_units)
 
-    def add_adjustment(self, *args):
-        self.writes.append(("adjust", args))
+    def add_adjustment(self, *args, **prices):
+        self.writes.append(("adjust", args + tuple(prices.values())))
         return 901
 
     def add_contract_service(self, *args):
@@ -128,8 +128,12 @@ def test_execute_sends_each_kind():
                                                 params={"contract_service_id": 55})) == 901
     adapter.execute(client, w, PlannedOp("price", TODAY, unit_price=Decimal("21.5"),
                                          params={"contract_service_id": 55}))
+    assert adapter.execute(client, w, PlannedOp("adjust", TODAY, unit_change=4, unit_price=Decimal("20"),
+                                                unit_cost=Decimal("17"),
+                                                params={"contract_service_id": None, "creates_service": True})) == 901
     assert client.writes == [("add_service", (1, 7, Decimal("20"), Decimal("17"))),
-                             ("adjust", (1, 7, 55, -3, TODAY)), ("price", (1, 55, Decimal("21.5")))]
+                             ("adjust", (1, 7, 55, -3, TODAY)), ("price", (1, 55, Decimal("21.5"))),
+                             ("adjust", (1, 7, None, 4, TODAY, Decimal("20"), Decimal("17")))]
     with pytest.raises(ValueError):
         adapter.execute(client, w, PlannedOp("price", TODAY, unit_price=Decimal("1")))
 
