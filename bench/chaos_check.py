@@ -445,22 +445,22 @@ def queue_depths(stack):
             if q.get("messages") and not q["name"].startswith("rpc")}
 
 
-EXPLANATIONS = (
+EXPLANATIONS = (   # (error pattern, why, the timeline entries that make it so)
     (r"OperationalError|psycopg2|could not connect to server|server closed the connection|"
      r"terminating connection|connection to server|Connection refused.*543|the database system is",
-     "PostgreSQL outage outlasted the handler's retry ladder"),
+     "PostgreSQL outage outlasted the handler's retry ladder", "PostgreSQL"),
     (r"AMQP|ConnectionForced|RecoverableConnectionError|amqp|Broker|ChannelError",
-     "RabbitMQ outage while the handler published"),
+     "RabbitMQ outage while the handler published", "RabbitMQ"),
     (r"UnknownService|RpcTimeout|RemoteError.*Unavailable|VendorUnavailable",
-     "a service it calls was down (killed by the run)"),
+     "a service it calls was down (killed by the run)", "SIGKILL"),
 )
 
 
 def explain(dead, timeline):
     """Why one dead letter is there, from its error and the run's timeline (None = unexplained)."""
     error = dead.get("error") or ""
-    for pattern, why in EXPLANATIONS:
+    for pattern, why, marker in EXPLANATIONS:
         if re.search(pattern, error):
-            outages = [text for _, text in timeline if "PostgreSQL" in text or "RabbitMQ" in text or "SIGKILL" in text]
-            return f"{why} ({'; '.join(outages[:3]) or 'no outage recorded'})"
+            seen = [f"t+{t}s {text}" for t, text in timeline if marker in text]
+            return f"{why} ({'; '.join(seen[:3]) or 'no such outage recorded'})"
     return None

@@ -319,9 +319,13 @@ class Suite:
                     items = proxy.dead_letters(1000)
                     for d in items:
                         payload = d.get("payload") or {}
-                        item = {"service": service, "queue": d.get("queue"), "event_id": d.get("event_id"),
-                                "event_type": payload.get("event_type"), "attempts": d.get("attempts"),
-                                "error": (d.get("error") or "")[:300],
+                        queue = d.get("queue") or ""
+                        # queues are named evt-<source>-<event type>--<service>.<handler>
+                        etype = payload.get("event_type") or (queue.split("--", 1)[0].split("-", 2)[-1]
+                                                              if queue.startswith("evt-") else None)
+                        item = {"service": service, "queue": queue, "event_id": d.get("event_id"),
+                                "event_type": etype, "attempts": d.get("attempts"),
+                                "error": " ".join((d.get("error") or "").split())[:300],
                                 "explanation": check.explain(d, getattr(self, "executor", None).timeline
                                                              if getattr(self, "executor", None) else [])}
                         found.append(item)
