@@ -4,6 +4,7 @@ A PSA service subclasses PsaService and adds its client, its connection test, it
 (the event type names the PSA) and its posting timer."""
 import os
 
+import eventlet
 from nameko.rpc import RpcProxy, rpc
 
 from common.credentials import CredentialVault, tenant_credentials
@@ -18,6 +19,23 @@ from common.service_base import ServiceBase
 from common.vendor_client import VendorError
 
 POLL_SECONDS = float(os.environ.get("IDSYNC_POSTING_POLL", "0.5"))
+# the posting pass asks the gateway for credentials after leasing its batch: an answer that does not
+# come must not hold the leased lines (with their heartbeat renewing the leases) for the 120 s RPC
+# bound; the batch is released with the read-failure backoff instead (docs/chaos.md, finding 1)
+CREDENTIALS_SECONDS = float(os.environ.get("IDSYNC_POSTING_CREDENTIALS_TIMEOUT", "10"))
+
+
+def posting_credentials(gateway, tenant_id, psa, seconds=CREDENTIALS_SECONDS):
+    """The tenant's encrypted credentials from the gateway within ``seconds``, else VendorUnavailable."""
+    timeout = eventlet.Timeout(seconds)
+    try:
+        return gateway.tenant_credentials(tenant_id, psa)
+    except eventlet.Timeout as exc:
+        if exc is not timeout:
+            raise
+        raise VendorUnavailable(f"the gateway gave no {psa} credentials within {seconds:g}s") from None
+    finally:
+        timeout.cancel()
 
 
 class PsaService(ServiceBase):
@@ -61,7 +79,7 @@ class PsaService(ServiceBase):
         """The body of the subclass's posting timer: one pass of the posting loop."""
         adapter = adapter_class(
             client_factory=lambda tenant_id: self.posting.client(
-                tenant_id, self.gateway.tenant_credentials(tenant_id, self.psa)),
+                tenant_id, posting_credentials(self.gateway, tenant_id, self.psa)),
             settings_lookup=lambda tenant_id: self.posting.edited_in_psa(
                 tenant_id, lambda: self.mapping.settings(tenant_id)))
         self.posting.poster(self.db, self.outbox, adapter).run_due()

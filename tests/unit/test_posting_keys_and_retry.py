@@ -3,11 +3,14 @@ import datetime as dt
 import random
 from decimal import Decimal
 
+import eventlet
 import pytest
 
+from common.errors import VendorUnavailable
 from common.posting import keys, retry, states
 from common.posting.budget import BudgetExhausted
 from common.posting.engine import PlannedOp
+from common.posting.service import posting_credentials
 from common.vendor_client import MalformedRecord, NotFound, RateLimited, Rejected, Timeout, Transient, Unauthorized
 
 
@@ -75,3 +78,34 @@ def test_backoff_grows_is_capped_jittered_and_honours_retry_after():
 def test_policy_from_config():
     p = retry.RetryPolicy.from_config({"POSTING_MAX_ATTEMPTS": 9, "POSTING_BACKOFF": [0.5, 4]})
     assert (p.max_attempts, p.base, p.cap) == (9, 0.5, 4.0)
+
+
+# --- the posting pass's credentials call ----------------------------------------------------------
+class SilentGateway:
+    """A gateway whose answer never comes (its reply lost in a broker restart)."""
+
+    def __init__(self):
+        self.asked = []
+
+    def tenant_credentials(self, tenant_id, kind):
+        self.asked.append((tenant_id, kind))
+        eventlet.sleep(60)
+
+
+class AnsweringGateway:
+    def tenant_credentials(self, tenant_id, kind):
+        return f"token-of-{tenant_id}-{kind}"
+
+
+def test_posting_credentials_are_bounded_and_raise_a_plain_error():
+    gateway = SilentGateway()
+    with pytest.raises(VendorUnavailable, match="no autotask credentials within 0.05s"):
+        posting_credentials(gateway, "t1", "autotask", seconds=0.05)
+    assert gateway.asked == [("t1", "autotask")]
+    assert posting_credentials(AnsweringGateway(), "t1", "connectwise", seconds=0.05) == "token-of-t1-connectwise"
+
+
+def test_an_outer_timeout_is_not_mistaken_for_the_credentials_bound():
+    with pytest.raises(eventlet.Timeout):
+        with eventlet.Timeout(0.05):
+            posting_credentials(SilentGateway(), "t1", "autotask", seconds=30)
