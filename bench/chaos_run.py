@@ -132,9 +132,23 @@ class Suite:
             record["error"] = f"{type(exc).__name__}: {exc}"
         return record
 
-    def ensure_up(self):
+    def ensure_up(self, within=180):
+        """Start what is not running, again and again until it is (bounded): what Kubernetes does
+        for a pod that exited. `stack.py up` itself fails while RabbitMQ is still booting."""
         self.ops.infra("up")
-        self.ops.start()
+        deadline = time.time() + within
+        while not self.ops.start() and time.time() < deadline:
+            time.sleep(3)
+
+    def revive(self, exited):
+        """Restart services that exited on their own (not killed by the run), as the orchestrator
+        would, and count them: a nameko service whose RPC answer cannot be published (the broker is
+        away) stops its container and the process exits (docs/chaos.md, finding 4)."""
+        gone = [name for name in STACK_SERVICES if self.ops.pid(name) is None]
+        if gone:
+            log(f"  restarting {', '.join(gone)}: exited on their own")
+            exited.update(gone)
+            self.ops.start(*gone)
 
     # --- chaos phase ------------------------------------------------------------------------------
     def chaos(self, run_tenants, seed, actions):
@@ -198,7 +212,9 @@ class Suite:
             self.ops.clear_faults(sim)
         log(f"quiet: everything up {time.time() - ended:.1f}s after the chaos; converging (deadline {a.quiet_seconds:.0f}s)")
         dead_letters, retried_dead, converged_at, last, shown = [], 0, None, None, time.time()
+        exited = collections.Counter()
         while time.time() < deadline:
+            self.revive(exited)
             self.accept_suggestions(run_tenants)
             dead_letters += self.replay_dead_letters()
             retried_dead += self.retry_dead_postings(run_tenants)
@@ -231,7 +247,7 @@ class Suite:
                "converge_seconds": round(converged_at - ended, 1) if converged_at else None,
                "dead_letters": dead_letters, "dlq": len(dead_letters),
                "dlq_unexplained": sum(1 for d in dead_letters if not d["explanation"]),
-               "dead_postings_retried": retried_dead, **final["figures"]}
+               "dead_postings_retried": retried_dead, "exited_and_restarted": dict(exited), **final["figures"]}
         out["findings"] = final["findings"]
         out["check_seconds"] = round(time.time() - t0, 1)
         out["ok"] = (out["converged"] and out["lost"] == 0 and out["doubled"] == 0 and out["phantom"] == 0
@@ -382,7 +398,9 @@ class Suite:
             f"journal {r['journal_gaps']}; outbox unsent {r['outbox_unsent']}")
         log(f"   invariant 4 (dead letters): {r['dlq']} dead-lettered ({r['dlq_unexplained']} unexplained), all "
             f"replayed; {r['queued']} message(s) still queued; dead postings retried {r['dead_postings_retried']}")
-        log(f"   converged: {'in %ss after the chaos' % r['converge_seconds'] if r['converged'] else 'NO'}")
+        log(f"   converged: {'in %ss after the chaos' % r['converge_seconds'] if r['converged'] else 'NO'}"
+            + (f"; restarted after exiting on their own: {r['exited_and_restarted']}"
+               if r.get("exited_and_restarted") else ""))
         findings = r.get("findings") or {}
         for tenant, f in (findings.get("per_tenant") or {}).items():
             for kind in ("wrong", "schedule_wrong", "desired_wrong", "lost", "not_billable"):
@@ -417,6 +435,8 @@ class Suite:
             "held": sum(r.get("held", 0) for r in done), "journal_gaps": sum(r.get("journal_gaps", 0) for r in done),
             "dlq": sum(r.get("dlq", 0) for r in done), "dlq_unexplained": sum(r.get("dlq_unexplained", 0) for r in done),
             "dead_postings_retried": sum(r.get("dead_postings_retried", 0) for r in done),
+            "exited_and_restarted": dict(sum((collections.Counter(r.get("exited_and_restarted") or {})
+                                              for r in done), collections.Counter())),
             "converge_seconds": {"p50": results.percentile(converge, 50), "max": max(converge) if converge else None},
             "not_converged": sum(1 for r in done if not r.get("converged")),
             "errors": [f"run {r['run']} (seed {r['seed']}): {r['error']}" for r in recs if "error" in r],
