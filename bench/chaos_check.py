@@ -315,12 +315,18 @@ def _date(value):
     return None if value is None else str(value)[:10]
 
 
-def connectwise_applied(log, agreements):
-    """The write log for these agreement ids as (op, agreement, target, value) tuples."""
+def connectwise_applied(log, agreements, companies=None):
+    """The write log for these agreement ids of these companies (None: any) as (op, agreement,
+    target, value) tuples. Every company set numbers its agreements alike, so a write for another
+    company's agreement 1004 - e.g. the previous run's backlog posted once its services came back
+    (seed 3012) - is told apart by the write log's tenant."""
+    wanted = None if companies is None else {str(c).casefold() for c in companies}
     out = collections.Counter()
     for w in log:
         m = re.search(r"/finance/agreements/(\d+)/additions", w["path"])
         if not m or int(m.group(1)) not in agreements or w["method"] == "GET":
+            continue
+        if wanted is not None and w.get("tenant") is not None and str(w["tenant"]).casefold() not in wanted:
             continue
         agreement = int(m.group(1))
         if w["method"] == "POST":
@@ -360,11 +366,13 @@ def connectwise_posted(rows, state="posted"):
 
 def applied_once(stack, tenants, results, ledger):
     """Invariant 2 per tenant (Autotask: each database has its own ids) and over all ConnectWise
-    tenants of the run together (company sets share id ranges, the write log does not say whose)."""
+    tenants of the run together (company sets share id ranges; the write log's tenant keeps other
+    companies' writes out)."""
     out = []
     at_log = writes(stack, "sim-autotask") if any(t.psa == "autotask" for t in tenants) else []
     cw_log = writes(stack, "sim-connectwise") if any(t.psa == "connectwise" for t in tenants) else []
     cw_posted, cw_unknown, cw_names, cw_agreements = collections.Counter(), collections.Counter(), [], set()
+    cw_companies = set()
     for t in tenants:
         state = results[t.tenant_id]["state"]
         rows = ledger.get(t.tenant_id, [])
@@ -373,13 +381,15 @@ def applied_once(stack, tenants, results, ledger):
                                 autotask_posted(rows, "posting")))
         else:
             cw_agreements |= {a["id"] for a in state["agreement"]}
+            cw_companies.add(t.psa_database)
             cw_posted += connectwise_posted(rows)
             cw_unknown += connectwise_posted(rows, "posting")
             cw_names.append(t.slug)
     if cw_names:
         # every CW company set numbers its agreements alike: this run's CW tenants together (the
         # write log is cleared when a run begins)
-        out.append(_compare("+".join(cw_names), connectwise_applied(cw_log, cw_agreements), cw_posted, cw_unknown))
+        out.append(_compare("+".join(cw_names), connectwise_applied(cw_log, cw_agreements, cw_companies),
+                            cw_posted, cw_unknown))
     return out
 
 

@@ -114,10 +114,13 @@ class SimKit:
         return fired
 
     # --- write log ----------------------------------------------------------
-    def record_write(self, method: str, path: str, body: Any, status: int, dropped: bool = False) -> dict:
+    def record_write(self, method: str, path: str, body: Any, status: int, dropped: bool = False,
+                     tenant: str | None = None) -> dict:
+        """``tenant``: whose write it was, where the simulator knows (ConnectWise: the company id of
+        the credentials): ids of different tenants may be alike."""
         with self.lock:
             entry = {"seq": next(self._write_seq), "at": utcnow_iso(), "method": method,
-                     "path": path, "body": body, "status": status, "dropped": dropped}
+                     "path": path, "body": body, "status": status, "dropped": dropped, "tenant": tenant}
             self.writes.append(entry)
             return entry
 
@@ -238,7 +241,8 @@ def make_app(name: str, seed: int = 0) -> flask.Flask:
         if not _is_admin(req.path):
             dropped = bool(req.environ.get("sim.drop"))
             if req.method != "GET" and resp.status_code < 400:
-                kit.record_write(req.method, req.path, _request_body(), resp.status_code, dropped)
+                kit.record_write(req.method, req.path, _request_body(), resp.status_code, dropped,
+                                 flask.g.get("sim_tenant"))
             if app.config["SIM_LOG_REQUESTS"]:
                 ms = (time.monotonic() - flask.g.get("sim_start", time.monotonic())) * 1000
                 line = {"at": utcnow_iso(), "sim": name, "method": req.method,

@@ -124,6 +124,7 @@ def create_app(seed=0, config=None):
             raise ApiError(status, _STATUS_CODES[status], "clientId header is required")
         if cred["client_id"] and client_id != cred["client_id"]:
             raise ApiError(401, "Unauthorized", "clientId is not valid for this integration")
+        flask.g.sim_tenant = tenant.company_id   # the write log says whose write it was
         allowed, _, reset = cw.limiter.hit(tenant.company_id.casefold())
         if not allowed:
             secs = max(1, math.ceil(reset))

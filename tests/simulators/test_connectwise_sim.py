@@ -514,6 +514,7 @@ def test_drop_after_write_applies_the_write(cw):
     assert [(a["quantity"], a["billCustomer"]) for a in lines] == [(4, "Billable")]
     writes = requests.get(cw.base + "/_sim/writes").json()
     assert writes[-1]["dropped"] is True and writes[-1]["status"] == 201
+    assert writes[-1]["tenant"] == "acme"   # agreement ids of two companies may be alike: whose write
 
 
 # --- admin ---------------------------------------------------------------------------------------
