@@ -169,10 +169,10 @@ def create_app(seed: int = 0) -> flask.Flask:
     # A query sent with POST is a read: keep it out of the kit's write log.
     record_write = sim_kit.record_write
 
-    def _record_unless_read(method, path, body, status, dropped=False):
+    def _record_unless_read(method, path, body, status, dropped=False, tenant=None):
         if flask.has_request_context() and flask.g.get("autotask_read"):
             return None
-        return record_write(method, path, body, status, dropped)
+        return record_write(method, path, body, status, dropped, tenant)
     sim_kit.record_write = _record_unless_read
 
     def base_url() -> str:
