@@ -365,7 +365,8 @@ def write_results(figs, failed):
         "ConnectWise rate_limit_per_minute, marketplace rate_limit_per_minute; IDSYNC_AUTOTASK_HOURLY_LIMIT, "
         "IDSYNC_CONNECTWISE_REQUESTS_PER_WINDOW): the first reconciliations would otherwise run for hours; the "
         "time at the real limit is given per run.",
-        f"machine load average at the end: {flow.load_average()} (other work running; figures not final).",
+        f"machine load average at the end: {flow.load_average()} (the 1-minute figure includes the bench's "
+        "own stack; whether other work shared the machine is said in the session's note).",
     ]
     notes += [f"failed: {x}" for x in failed]
     md = write("economy", {"runs": figs}, rows, headers, notes)

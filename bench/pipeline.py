@@ -286,8 +286,8 @@ def write_results(results, metas, notes, args):
         "subscriptions a minute).",
         f"paced target: p95 seen->posted < {PACED_TARGET_P95:g} s at half of >= {TARGET_RATE:g} lines/s; "
         "burst target >= 500 lines/s.",
-        f"machine load average at the end: {load} (other work was running on this 2-core machine; figures "
-        "are not final).",
+        f"machine load average at the end: {load} (the 1-minute figure includes the bench's own stack; "
+        "whether other work shared the machine is said in the session's note).",
     ]
     for r in results:
         if r["kind"] == "paced":
