@@ -163,7 +163,8 @@ def map_all(stack, tenants, timeout=900):
     """Full sync, reference refresh and bulk accept for every tenant; returns when each tenant's
     mapping holds all its customers and lines and every desired line is in sync in its PSA."""
     deadline = time.time() + timeout
-    with stack.rpc(timeout=120) as rpc:
+    # a bulk accept of 50,000 lines re-plans the whole tenant in one call: minutes, not seconds
+    with stack.rpc(timeout=max(120, min(timeout, 1800))) as rpc:
         runs = {t.tenant_id: rpc.marketplace.sync_now(t.tenant_id, full=True)["run_id"] for t in tenants}
         for t in tenants:
             _until(deadline, lambda: rpc.marketplace.sync_run(t.tenant_id, runs[t.tenant_id])["outcome"]
