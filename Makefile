@@ -36,7 +36,7 @@ db: infra
 	@$(PY) -m common.dbsetup --database idsync
 
 up: db
-	@$(PY) scripts/stack.py up
+	@$(PY) scripts/stack.py up --keep
 	@$(PY) scripts/stack.py status
 
 down:

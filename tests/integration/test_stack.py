@@ -1,7 +1,11 @@
 """What `make up` promises: every process healthy, metrics served, the portal signs a person in."""
+import json
+import os
 import re
+import signal
 import subprocess
 import sys
+import time
 import urllib.request
 
 import pytest
@@ -9,6 +13,7 @@ import requests
 
 from common.secrets import ROOT
 from common.topology import SERVICES, SIMULATORS
+from tests.support import infra
 from tests.support.infra import get_json
 
 
@@ -56,3 +61,39 @@ def test_demo_seed_then_portal_sign_in_through_the_form(stack):
     again = subprocess.run([sys.executable, "-m", "gateway.seed_demo"], cwd=ROOT, env=stack.env,
                            capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stderr
+
+
+def test_the_keeper_starts_again_a_killed_service_and_leaves_one_stopped_on_purpose(stack):
+    env = stack.env
+    keeper_log = ROOT / ".run" / env["IDSYNC_STACK"] / "logs" / "keeper.jsonl"
+    seen_before = len(keeper_log.read_text().splitlines()) if keeper_log.exists() else 0
+    infra.stack(env, "up", "--no-seed", "--keep")      # as `make up` does, on the running test stack
+    try:
+        assert re.search(r"^keeper\s+on\s+pid \d+", infra.stack(env, "status"), re.M)
+        killed = json.loads(infra.stack(env, "json-status"))["migration"]
+        os.killpg(killed, signal.SIGKILL)
+        deadline, now = time.time() + 90, None
+        while time.time() < deadline:
+            now = json.loads(infra.stack(env, "json-status"))["migration"]
+            if now and now != killed and _healthy(stack.url("migration", "/health")):
+                break
+            time.sleep(0.5)
+        assert now and now != killed, "the keeper did not start the killed service again"
+        events = [json.loads(line) for line in keeper_log.read_text().splitlines()[seen_before:]]
+        assert [(e["event"], e["process"]) for e in events if e.get("process") == "migration"] == [
+            ("process_exited", "migration"), ("process_restarted", "migration")]
+
+        infra.stack(env, "down", "migration")            # stopped on purpose: stays stopped
+        time.sleep(3)
+        assert json.loads(infra.stack(env, "json-status"))["migration"] is None
+    finally:
+        infra.stack(env, "unkeep")
+        infra.stack(env, "up", "--no-seed", "migration")
+    assert re.search(r"^keeper\s+off", infra.stack(env, "status"), re.M)
+
+
+def _healthy(url):
+    try:
+        return get_json(url)[0] == 200
+    except OSError:   # not listening yet
+        return False
