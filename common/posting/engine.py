@@ -175,7 +175,7 @@ class Poster:
     worker's store and outbox; ``run_due()`` works until nothing is due or ``max_tick_seconds``."""
 
     def __init__(self, *, psa, tables, store, outbox, adapter, policy=None, owner=None, batch_size=500,
-                 concurrency=3, lease_seconds=90.0, settle_seconds=1.0, max_delay_seconds=10.0,
+                 concurrency=3, lease_seconds=90.0, settle_seconds=0.3, max_delay_seconds=10.0,
                  max_tick_seconds=60.0, clock=time.monotonic):
         self.psa = psa
         self.t = tables

@@ -18,7 +18,7 @@ from common.posting.retry import NotSent
 from common.service_base import ServiceBase
 from common.vendor_client import VendorError
 
-POLL_SECONDS = float(os.environ.get("IDSYNC_POSTING_POLL", "0.5"))
+POLL_SECONDS = float(os.environ.get("IDSYNC_POSTING_POLL", "0.2"))
 # the posting pass asks the gateway for credentials after leasing its batch: an answer that does not
 # come must not hold the leased lines (with their heartbeat renewing the leases) for the 120 s RPC
 # bound; the batch is released with the read-failure backoff instead (docs/chaos.md, finding 1)

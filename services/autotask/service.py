@@ -3,7 +3,7 @@ test and reference browsing the mapping screens use.
 
 Events in: mapping.autotask_line_desired (LineDesired: "from effective_date on, this contract line
 says quantity X at price P") - folded into the line's desired schedule (common.posting.store).
-Timer: post_due (every IDSYNC_POSTING_POLL seconds, default 0.5) runs the posting loop
+Timer: post_due (every IDSYNC_POSTING_POLL seconds, default 0.2) runs the posting loop
 (common.posting.engine.Poster with services/autotask/posting.py): claim due lines, read Autotask in
 batches, plan, post, ledger. Events out (outbox): line_posted, posting_failed.
 

@@ -3,7 +3,7 @@ the connection test and reference browsing the mapping screens use.
 
 Events in: mapping.connectwise_line_desired (LineDesired; contract_id = agreement id, service_id =
 catalog product id) - folded into the line's desired schedule (common.posting.store).
-Timer: post_due (every IDSYNC_POSTING_POLL seconds, default 0.5) runs the posting loop
+Timer: post_due (every IDSYNC_POSTING_POLL seconds, default 0.2) runs the posting loop
 (common.posting.engine.Poster with services/connectwise/posting.py + planner.py). Events out
 (outbox): line_posted, posting_failed.
 
