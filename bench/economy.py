@@ -36,7 +36,7 @@ import requests
 
 from bench import flow
 from bench.harness import BenchStack, Deadline, alarm as _alarm, log
-from bench.results import write
+from bench.results import carried_label, carried_notes, carry_over, write
 
 # the vendors' limits raised for the first-reconciliation runs (said in the notes)
 RAISED = {
@@ -309,9 +309,12 @@ def main(argv=None):
     parser.add_argument("--psa", default="both", choices=["autotask", "connectwise", "both"])
     parser.add_argument("--full-sizes", default="10000,50000")
     parser.add_argument("--budget-minutes", type=float, default=None)
+    parser.add_argument("--carry", action="store_true",
+                        help="keep the previous latest runs this run does not repeat (marked 'carried')")
+    parser.add_argument("--skip-marketplace", action="store_true", help="no incremental-sync step")
     args = parser.parse_args(argv)
     psas = ["autotask", "connectwise"] if args.psa == "both" else [args.psa]
-    args.marketplace_on = psas[0]
+    args.marketplace_on = None if args.skip_marketplace else psas[0]
     budget = (args.budget_minutes or (20 if args.quick else 180)) * 60
     started = time.time()
     signal.signal(signal.SIGALRM, _alarm)
@@ -329,24 +332,37 @@ def main(argv=None):
     if not figs:
         print("no figures: " + "; ".join(failed), file=sys.stderr)
         return 1
-    write_results(figs, failed)
+    write_results(figs, failed, carry=args.carry)
     return 1 if failed else 0
 
 
-def write_results(figs, failed):
+def run_key(f):
+    if f["step"] == "marketplace":
+        return ("marketplace", f["changed_subscriptions"])
+    return (f["psa"], f["step"], f.get("lines"))
+
+
+def write_results(figs, failed, carry=False):
+    sources = []
+    if carry:
+        figs, sources = carry_over("economy", figs, run_key)
+        order = {"autotask": 0, "connectwise": 1}
+        figs.sort(key=lambda f: (order.get(f.get("psa"), 0), {"steady": 0, "marketplace": 1, "first": 2}[f["step"]],
+                                 f.get("lines") or f.get("changed_subscriptions") or 0))
     headers = ["psa", "scenario", "lines", "PSA reads", "ref. reads", "PSA writes", "writes/line",
                "lines/read", "calls", "time s"]
     rows, notes = [], []
     for f in figs:
         if f["step"] == "steady":
-            rows.append([f["psa"], f"steady: {f['changed_lines']} changed lines on {f['tenants']} posted tenants",
+            rows.append([f["psa"], f"steady: {f['changed_lines']} changed lines on {f['tenants']} posted tenants"
+                                   + carried_label(f),
                          f["changed_lines"], f["psa_reads"], f["psa_reference_reads"], f["psa_writes"],
                          _num(f["writes_per_line"]), _num(f["lines_per_read"]),
                          f["psa_reads"] + f["psa_writes"] + f["psa_reference_reads"], "-"])
         elif f["step"] == "first":
             cut = "" if f.get("complete", True) else " (budget ran out: the part in sync)"
             rows.append([f["psa"], f"first reconciliation, 1 tenant, {f['customers']} customers, "
-                                   f"{f['contract_lines']} contract lines in sync{cut}",
+                                   f"{f['contract_lines']} contract lines in sync{cut}{carried_label(f)}",
                          f"{f['billable_lines']} billable of {f['lines']}", f["psa_reads"], f["psa_reference_reads"], f["psa_writes"],
                          _num(f["writes_per_line"]), _num(f["lines_per_read"]),
                          f["psa_reads"] + f["psa_writes"] + f["psa_reference_reads"], f["seconds"]])
@@ -357,7 +373,8 @@ def write_results(figs, failed):
                          f"marketplace first sync: {f['marketplace_calls']} calls.")
         else:
             rows.append(["marketplace", f"incremental sync, {f['changed_subscriptions']} changed of "
-                                        f"{f['subscriptions']} subscriptions", f["changed_subscriptions"],
+                                        f"{f['subscriptions']} subscriptions{carried_label(f)}",
+                         f["changed_subscriptions"],
                          f"{f['list_pages']} list pages", "-", f"{f['detail_gets']} detail GETs", "-", "-",
                          f["calls"], "-"])
     notes += [
@@ -374,7 +391,7 @@ def write_results(figs, failed):
         f"machine load average at the end: {flow.load_average()} (the 1-minute figure includes the bench's "
         "own stack; whether other work shared the machine is said in the session's note).",
     ]
-    notes += [f"failed: {x}" for x in failed]
+    notes += [f"failed: {x}" for x in failed] + carried_notes(sources)
     md = write("economy", {"runs": figs}, rows, headers, notes)
     print(md)
 

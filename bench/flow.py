@@ -20,7 +20,7 @@ import datetime as dt
 import time
 
 import requests
-from sqlalchemy import select, text
+from sqlalchemy import text
 
 from bench.results import summary
 

@@ -72,6 +72,33 @@ def write(bench, figures, rows, headers, notes=()):
     return md
 
 
+def carry_over(bench, runs, key):
+    """``runs`` plus the runs of the previous <bench>-latest.json whose ``key`` this run did not
+    measure, each marked ``carried_from`` (commit, time, file): a partial re-run (one setting, one
+    scenario) keeps the table whole and says which rows are older. Returns (runs, sources)."""
+    path = RESULTS / f"{bench}-latest.json"
+    if not path.exists():
+        return runs, []
+    prev = json.loads(path.read_text())
+    stamp = dt.datetime.fromisoformat(prev["at"]).strftime("%Y%m%dT%H%M%SZ")
+    source = {"commit": prev["commit"], "at": prev["at"], "file": f"bench/results/{bench}-{stamp}.md"}
+    have = {key(r) for r in runs}
+    old = [{**r, "carried_from": r.get("carried_from", source)}
+           for r in prev["figures"].get("runs", []) if key(r) not in have]
+    sources = {o["carried_from"]["file"]: o["carried_from"] for o in old}
+    return runs + old, list(sources.values())
+
+
+def carried_label(run):
+    c = run.get("carried_from")
+    return f" (carried: {c['commit'][:7]}, {c['at'][:16].replace('T', ' ')})" if c else ""
+
+
+def carried_notes(sources):
+    return [f"rows marked 'carried' are from an earlier run (commit {s['commit']}, {s['at']}); its notes: "
+            f"{s['file']}" for s in sources]
+
+
 def markdown(record, rows, headers):
     m = record["machine"]
     lines = [f"### {record['bench']}", "",
