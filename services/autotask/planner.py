@@ -155,7 +155,10 @@ def detect_edit(work, line, entries, resolved):
     for e in entries:
         if not e.real:
             continue
-        expected = schedule.step_at(work.expected, e.start)
+        # a period shows one number: what it holds at its end. A line we created mid-period has its
+        # first step on that day, after the period's start (looking at the start saw no baseline,
+        # so an edit by hand to a line we created was never noticed)
+        expected = schedule.step_at(work.expected, e.end)
         if expected is None:
             continue
         expected += sum(d for day, d in applied if day <= e.end)

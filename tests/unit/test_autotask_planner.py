@@ -135,6 +135,18 @@ def test_edited_in_the_psa_is_flagged():
     assert ops_of(plan) == [(ADJUST, "2026-11-20", -1)]   # what overwriting would post
 
 
+def test_a_line_we_created_mid_period_then_edited_by_hand_is_flagged():
+    # we created the line on Nov 20 with 7 (its first step is that day, not the period's start);
+    # someone added 3 in Autotask; the marketplace now says 9
+    created = planner.plan_line(work([bp(TODAY, 7, 1)]), None, TODAY)
+    expected = created.ops[0].expected_after
+    assert expected == [["2026-11-20", 7]]
+    plan = planner.plan_line(work([bp(TODAY, 9, 2)], expected=expected), line(Period(NOV.start, NOV.end, 10)), TODAY)
+    assert plan.edited and "10" in plan.edited and "we last posted 7" in plan.edited
+    ours = planner.plan_line(work([bp(TODAY, 9, 2)], expected=expected), line(Period(NOV.start, NOV.end, 7)), TODAY)
+    assert ours.edited is None and ops_of(ours) == [(ADJUST, "2026-11-20", 2)]
+
+
 def test_psa_edited_to_the_marketplace_value_is_not_a_conflict():
     plan = planner.plan_line(work([bp(TODAY, 12, 3)], expected=[["2026-11-01", 10]]),
                              line(Period(NOV.start, NOV.end, 12)), TODAY)
