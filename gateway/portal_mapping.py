@@ -84,6 +84,17 @@ def reference_options(references, companies=None):
     return options
 
 
+def mark_edited_in_psa(items, held):
+    """Give each line whose PSA contract line is held as edited in the PSA its ``psa_edit`` (the held
+    operation): the screen shows it purple, as a conflict. Returns every held contract line."""
+    by_line = {(str(h["contract_id"]), str(h["service_id"])): h for h in held}
+    for item in items:
+        key = (str(item.get("psa_contract_id")), str(item.get("psa_service_id")))
+        if item.get("status") == "mapped" and key in by_line:
+            item["psa_edit"] = by_line[key]
+    return list(by_line.values())
+
+
 class MappingPages(BillingPages):
     """Mixed into the gateway service class (brings the billing pages with it)."""
 
@@ -200,6 +211,9 @@ class MappingPages(BillingPages):
         calls = {"list": (lister, (tenant_id,), {"page": page, "per_page": PER_PAGE, **filters})}
         for s in STATUSES:  # tenant-wide counts, so nothing unmapped goes unseen behind a filter
             calls[s] = (lister, (tenant_id,), {"page": 1, "per_page": 1, "status": s})
+        psa = {"autotask": self.autotask, "connectwise": self.connectwise}.get(view.tenant.get("psa"))
+        if screen.name == "lines" and psa is not None:
+            calls["held"] = (psa.held_lines, (tenant_id,), {})
         if view.can_bill:
             calls["refs"] = (self.mapping.references, (tenant_id, screen.ref_kind), {})
             if screen.ref_kind == "contract":
@@ -207,6 +221,7 @@ class MappingPages(BillingPages):
         results, errors = self.gather(calls)
         listing = results["list"] or {"items": [], "total": 0, "page": page, "pages": 0}
         counts = {s: (results[s] or {}).get("total") for s in STATUSES}
+        held = mark_edited_in_psa(listing.get("items") or [], results.get("held") or [])
         options = reference_options(results.get("refs"), results.get("companies"))
         by_company = {}
         for option in options:
@@ -215,7 +230,7 @@ class MappingPages(BillingPages):
                            listing=listing, items=listing.get("items") or [], counts=counts, status=status,
                            search=search, customer_id=filters.get("customer_id"), errors=errors, options=options,
                            by_company=by_company, select_limit=SELECT_LIMIT, price_rules=PRICE_RULES,
-                           rule_text=rule_text, line_key=line_key, back=view.url())
+                           rule_text=rule_text, line_key=line_key, back=view.url(), held=held)
 
     def _resolve(self, view, kind, text, label):
         """The PSA record a person chose: its id (from the list) or its exact name, typed."""

@@ -7,6 +7,7 @@ from common.db import Database
 from common.service_base import ServiceBase
 from gateway import auth, directory, openapi, portal, schemas, system
 from gateway.portal_mapping import MappingPages
+from gateway.portal_postings import PostingPages
 from gateway.routes_mapping import MappingRoutes
 from gateway.routes_postings import PostingRoutes
 from gateway.routes_psa import PsaRoutes
@@ -19,7 +20,7 @@ from common.vault import CREDENTIAL_FIELDS, Vault
 
 
 
-class GatewayService(ServiceBase, portal.PortalPages, MappingPages, SyncRoutes, PsaRoutes, MappingRoutes,
+class GatewayService(ServiceBase, portal.PortalPages, MappingPages, PostingPages, SyncRoutes, PsaRoutes, MappingRoutes,
                      PostingRoutes):
     name = "gateway"
     db = Database()

@@ -98,6 +98,12 @@ class PsaService(ServiceBase):
             return posting_store.failures_page(session, self.models.posting, tenant_id, page, per_page)
 
     @rpc
+    def held_lines(self, tenant_id):
+        """Contract lines held as edited in the PSA: [{posting_id, contract_id, service_id, ...}]."""
+        with self.db.transaction() as session:
+            return posting_store.held_lines(session, self.models.posting, tenant_id)
+
+    @rpc
     def retry(self, tenant_id, posting_ids):
         with log_context(tenant_id=tenant_id), self.db.transaction() as session:
             return {"retried": posting_store.retry(session, self.models.posting, tenant_id, posting_ids)}

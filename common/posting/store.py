@@ -101,6 +101,22 @@ def failures_page(session, tables, tenant_id, page=1, per_page=50):
     return paginate(session, query, page, per_page, lambda r: _row_out(r._mapping))
 
 
+def held_lines(session, tables, tenant_id, limit=1000):
+    """The contract lines held because someone edited them in the PSA (one entry per line: the
+    newest held operation, its id for a retry, and why): the mapping screens show them as conflicts."""
+    led = tables.ledger
+    rows = session.execute(select(led.c.id, led.c.contract_id, led.c.service_id, led.c.vendor_message,
+                                  led.c.updated_at)
+                           .where(led.c.tenant_id == str(tenant_id), led.c.state == states.HELD)
+                           .order_by(led.c.id.desc()).limit(int(limit))).all()
+    out = {}
+    for r in rows:
+        out.setdefault((r.contract_id, r.service_id), json_safe({
+            "posting_id": r.id, "contract_id": r.contract_id, "service_id": r.service_id,
+            "vendor_message": r.vendor_message, "held_since": r.updated_at}))
+    return list(out.values())
+
+
 def retry(session, tables, tenant_id, posting_ids):
     """Send dead/failed/held operations' lines round again at once. A held line is overwritten
     (the person reviewed it); a dead or failed operation gets its attempts back. The line is re-read

@@ -280,8 +280,9 @@ def _line_filter(query, tenant_id, search, customer_id):
 
 def line_item(row):
     d = dict(row._mapping)
+    # psa_service_id stays in the item: with the contract it names the PSA contract line
     mapping = LineMapping(d.pop("customer_status") or "unmapped", d.pop("product_status") or "unmapped",
-                          d.pop("link_status") or "unmapped", d.pop("psa_company_id"), d.pop("psa_service_id"),
+                          d.pop("link_status") or "unmapped", d.pop("psa_company_id"), d["psa_service_id"],
                           d["psa_contract_id"])
     details = {"customer": d.pop("customer_reason"), "product": d.pop("product_reason"),
                "contract link": d.pop("link_reason")}

@@ -161,6 +161,22 @@ def listing(session, tenant_id, kind, search=None, limit=1000):
     return out
 
 
+def names(session, tenant_id, kind, psa_ids, limit=500):
+    """{psa_id: name} of the cached PSA records among ``psa_ids`` (at most ``limit`` of them): the
+    postings page names the contracts and services of a page of operations."""
+    if kind not in KINDS:
+        raise BadRequest(f"kind must be one of {', '.join(KINDS)}")
+    if not isinstance(psa_ids, (list, tuple)):
+        raise BadRequest("psa_ids must be a list")
+    ids = sorted({str(i) for i in psa_ids if i not in (None, "")})[:limit]
+    if not ids:
+        return {}
+    t = m.psa_references
+    rows = session.execute(select(t.c.psa_id, t.c.name).where(t.c.tenant_id == tenant_id, t.c.kind == kind,
+                                                              t.c.psa_id.in_(ids))).all()
+    return {r.psa_id: r.name for r in rows}
+
+
 def require(session, tenant_id, kind, psa_id, *, company_id=None):
     """The referenced PSA record, or BadRequest saying why it can not be used."""
     ref = get(session, tenant_id, kind, psa_id)

@@ -10,7 +10,7 @@ line), mapping_changed.
 RPC (first argument always the caller's tenant_id; every query filters by it, so another tenant's
 id is NotFound): customers, products, lines, map_customer, map_product, link_line, set_status,
 bulk, set_price_override, remove_price_override, price_overrides, approvals, decide, preview,
-settings, update_settings, refresh_references, references, desired_lines, audit.
+settings, update_settings, refresh_references, references, reference_names, desired_lines, audit.
 
 Timer: refresh_due_references (REFERENCE_POLL_SECONDS) reads the PSA's records for tenants that
 asked for it (empty cache) and, every REFERENCE_REFRESH_MINUTES, for tenants with mappings.
@@ -141,6 +141,12 @@ class MappingService(ServiceBase):
             self._ensure_references(tenant_id)
             with self.db.transaction() as session:
                 return references.listing(session, tenant_id, kind, search)
+
+    @rpc
+    def reference_names(self, tenant_id, kind, psa_ids):
+        tenant_id = _tenant(tenant_id)
+        with self.db.transaction() as session:
+            return references.names(session, tenant_id, kind, psa_ids)
 
     @config_timer("REFERENCE_POLL_SECONDS", 15)
     def refresh_due_references(self):

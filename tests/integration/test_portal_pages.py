@@ -5,9 +5,11 @@ Northwind tenant (so the mapping service suggests it) with one subscription line
 marketplace sync; the PSA records read; posting mode "review" (so a completed mapping waits in
 the approval queue). Then a billing person maps customer, product and line from the three
 screens, sees the statuses turn green, previews the invoice, approves the change with a note,
-and starts a sync; a viewer sees the same pages without any action; an admin changes the
+finds the line purple after someone edits it by hand in Autotask and sends it again from the
+Postings page, and starts a sync; a viewer sees the same pages without any action; an admin changes the
 billing settings. Screenshots: /tmp/portal-*.png.
 """
+import datetime as dt
 import re
 import subprocess
 import sys
@@ -19,6 +21,7 @@ import requests
 from common.secrets import ROOT
 from common.topology import http_port
 from gateway.seed_demo import tenant_id
+from services.autotask.client import AutotaskClient
 from tests.support.browser import (assert_no_script_errors, chromium, flash, post_form, screenshot, sign_in,
                                    submit)
 from tests.support.infra import wait_for
@@ -30,6 +33,7 @@ MPN = f"PORTAL-M365-{RUN}"
 QUANTITY = 7
 # the badge colours of base.html: mapped green, suggested amber, unmapped red, ignored grey
 GREEN, AMBER, RED, GREY = "rgb(30, 142, 62)", "rgb(199, 119, 0)", "rgb(197, 34, 31)", "rgb(138, 143, 152)"
+PURPLE = "rgb(123, 63, 191)"
 
 
 def _sim(path):
@@ -222,6 +226,58 @@ def test_preview_then_approve_with_a_note(portal, billing):
     decided = page.locator(f"tr[data-approval='{approval_id}']")
     assert "Checked with the customer's order" in decided.inner_text()
     assert "billing@northwind.example" in decided.inner_text()
+
+
+def _posted(rpc, tenant, contract_id, quantity):
+    rows = rpc.autotask.ledger(tenant, 1, 50, contract_id=str(contract_id))["items"]
+    return [r for r in rows if r["state"] == "posted" and r["quantity_after"] == quantity]
+
+
+def test_a_line_edited_in_autotask_turns_purple_and_is_sent_again_from_postings(portal, billing):
+    """The approved line is posted (7 seats). Someone adds 3 seats by hand in Autotask, then the
+    marketplace says 9: the tenant holds lines edited in the PSA, so the line shows as a purple
+    conflict and waits on the Postings page until the billing person sends it again (overwrite)."""
+    page, tenant, stack = billing, portal["tenant"], portal["stack"]
+    contract, service = int(portal["contract"]["psa_id"]), int(portal["service"]["psa_id"])
+    with stack.rpc() as rpc:
+        wait_for(lambda: _posted(rpc, tenant, contract, QUANTITY), timeout=60, interval=1,
+                 message="the approved line posted to Autotask")
+        rpc.mapping.update_settings(tenant, {"posting_mode": "auto", "edited_in_psa": "hold"}, actor="portal-test")
+        client = AutotaskClient({"zone_url": f"http://127.0.0.1:{http_port('sim-autotask')}/atservicesrest/v1.0/",
+                                 "api_user": "api@northwind.example", "secret": "northwind-at-secret",
+                                 "integration_code": "NORTHWINDINTEGRATION"})
+        client.add_adjustment(contract, service, None, 3, dt.date.today())
+        requests.post(_sim(f"/_sim/subscriptions/{SUBSCRIPTION_ID}/change"), json={"mpn": MPN, "quantity": 9},
+                      timeout=10).raise_for_status()
+        rpc.marketplace.sync_now(tenant)
+        held = wait_for(lambda: [h for h in rpc.autotask.held_lines(tenant) if h["contract_id"] == str(contract)],
+                        timeout=60, interval=1, message="the edited line held")
+    assert "edited in the PSA" in held[0]["vendor_message"]
+
+    page.goto(f"/mapping/lines?customer_id={CUSTOMER_ID}")
+    badge = page.locator(f"tr[data-key='{SUBSCRIPTION_ID}/{MPN}'] [data-edited-in-psa]")
+    assert badge.inner_text() == "Edited in Autotask" and _background(badge) == PURPLE
+    assert "changed by hand in Autotask" in page.locator(".conflict-notice").inner_text()
+    screenshot(page, "lines-edited-in-psa")
+
+    page.click(".conflict-notice >> text=Review in Postings")
+    row = page.locator(f"tr[data-posting='{held[0]['posting_id']}']")
+    assert row.get_attribute("data-state") == "held"
+    assert _background(row.locator("[data-state-badge]")) == PURPLE
+    assert portal["contract"]["name"] in row.inner_text() and "edited in the PSA" in row.inner_text()
+    screenshot(page, "postings-held")
+    row.locator("input[name=posting_ids]").check()
+    submit(page.locator("button:has-text('Send selected again')"))
+    assert "1 operation sent round again" in flash(page), flash(page)
+    with stack.rpc() as rpc:
+        wait_for(lambda: _posted(rpc, tenant, contract, 9), timeout=60, interval=1,
+                 message="the held line overwritten to 9 seats")
+        assert not rpc.autotask.held_lines(tenant)
+    page.goto("/postings?tab=log")
+    assert page.locator("tr[data-state='posted']").count() >= 2
+    assert page.locator("tr[data-state='superseded']").count() >= 1
+    page.goto(f"/mapping/lines?customer_id={CUSTOMER_ID}")
+    assert page.locator("[data-edited-in-psa]").count() == 0 and page.locator(".conflict-notice").count() == 0
 
 
 def test_sync_page_lists_runs_and_starts_one(portal, billing):

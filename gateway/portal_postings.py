@@ -1,0 +1,74 @@
+"""Portal page: what reached the PSA and what did not (served by the tenant's autotask or connectwise
+service).
+
+"Needs a person" is the failure log: operations held because the line was edited in the PSA (the
+tenant holds such lines), dead ones (the PSA kept refusing: its message says why) and failed ones
+being retried; a billing person ticks them and sends them round again (a held line is then
+overwritten; the PSA is read again first, so what is posted is what the PSA needs now).
+"Adjustments log" is every operation, newest first, with its state. Contracts and services are
+named from the mapping service's copy of the PSA records.
+"""
+from gateway.errors import BadRequest
+from gateway.portal_support import PER_PAGE, PortalSupport, page_number, page_route, text_arg
+
+TABS = ("attention", "log")
+LOG_STATES = ("posted", "planned", "posting", "failed", "dead", "held", "superseded")
+STATE_LABELS = {"held": "Edited in PSA", "dead": "Dead", "failed": "Retrying", "posted": "Posted",
+                "planned": "Planned", "posting": "Sending", "superseded": "Superseded"}
+OPERATION_LABELS = {"edited_in_psa": "edited in PSA"}
+
+
+class PostingPages(PortalSupport):
+    def _psa_proxy(self, view):
+        psa = view.tenant.get("psa")
+        return {"autotask": self.autotask, "connectwise": self.connectwise}.get(psa)
+
+    @page_route("GET", "/postings")
+    def postings_page(self, request):
+        view = self.view(request)
+        tenant_id = view.principal.tenant_id
+        tab = text_arg(request, "tab", TABS) or "attention"
+        state = text_arg(request, "state", ("",) + LOG_STATES) if tab == "log" else ""
+        proxy = self._psa_proxy(view)
+        calls = {"attention": (proxy.failures, (tenant_id,),
+                               {"page": page_number(request) if tab == "attention" else 1, "per_page": PER_PAGE})}
+        if tab == "log":
+            calls["log"] = (proxy.ledger, (tenant_id,),
+                            {"page": page_number(request), "per_page": PER_PAGE, "state": state or None})
+        results, errors = self.gather(calls)
+        empty = {"items": [], "total": 0, "page": 1, "pages": 0}
+        attention = results["attention"] or empty
+        listing = (results.get("log") if tab == "log" else attention) or empty
+        items = listing.get("items") or []
+        names, more = self._names(tenant_id, items)
+        return self.render(view, "postings.html", active="postings", tab=tab, state=state, listing=listing,
+                           items=items, attention_total=attention.get("total") or 0, names=names,
+                           errors=errors + more, log_states=LOG_STATES, state_labels=STATE_LABELS,
+                           operation_labels=OPERATION_LABELS, back=view.url())
+
+    def _names(self, tenant_id, items):
+        """({"contract": {id: name}, "service": {id: name}}, [problems]) for the rows shown."""
+        calls = {kind: (self.mapping.reference_names, (tenant_id, kind, sorted({str(i[f"{kind}_id"]) for i in items})),
+                        {}) for kind in ("contract", "service")} if items else {}
+        results, errors = self.gather(calls)
+        return {k: results.get(k) or {} for k in ("contract", "service")}, errors
+
+    @page_route("POST", "/postings/retry")
+    def retry_postings_form(self, request):
+        view = self.view(request, "billing")
+
+        def action():
+            raw = [i for i in request.form.getlist("posting_ids") if i.strip()]
+            if not raw:
+                raise BadRequest("Tick at least one operation to send again.")
+            try:
+                ids = [int(i) for i in raw]
+            except ValueError:
+                raise BadRequest("Those operations are not ones this page listed.") from None
+            done = self.call(self._psa_proxy(view).retry, view.principal.tenant_id, ids)
+            n = int((done or {}).get("retried") or 0)
+            if not n:
+                return "Nothing was sent again: those operations were already dealt with."
+            return (f"{n} operation{'s' if n != 1 else ''} sent round again: the PSA is read first, "
+                    "then whatever it needs is posted.")
+        return self.act(request, "/postings", action)
