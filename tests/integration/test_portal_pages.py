@@ -299,15 +299,18 @@ def test_viewer_sees_the_pages_without_any_action(portal, viewer):
     assert page.locator("button:has-text('Accept')").count() == 0
     assert page.locator("th:has-text('Actions')").count() == 0
     screenshot(page, "customers-viewer")
-    for path in ("/mapping/products", "/mapping/lines", "/approvals", "/sync", "/settings/billing"):
+    for path in ("/mapping/products", "/mapping/lines", "/approvals", "/postings", "/postings?tab=log", "/sync",
+                 "/settings/billing"):
         page.goto(path)
-        buttons = [b for b in page.locator("main button").all_inner_texts() if b.strip() not in ("Filter",)]
+        buttons = [b for b in page.locator("main button").all_inner_texts() if b.strip() not in ("Filter", "Show")]
         assert buttons == [], (path, buttons)
     # the routes check the role too: a viewer's own session and CSRF token are not enough
     csrf = page.locator("header input[name=csrf_token]").get_attribute("value")
     status, text = post_form(page, "/mapping/customers/map", {
         "csrf_token": csrf, "customer_id": CUSTOMER_ID, "psa_id": str(portal["company"]["psa_id"])})
     assert status == 403 and "may not do this" in text and "Traceback" not in text
+    status, text = post_form(page, "/postings/retry", {"csrf_token": csrf, "posting_ids": "1"})
+    assert status == 403 and "may not do this" in text
 
 
 def test_errors_are_sentences_on_the_page(portal, billing):
