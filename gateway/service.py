@@ -8,6 +8,7 @@ from common.service_base import ServiceBase
 from gateway import auth, directory, openapi, portal, schemas, system
 from gateway.portal_mapping import MappingPages
 from gateway.portal_postings import PostingPages
+from gateway.portal_reports import ReportPages
 from gateway.routes_mapping import MappingRoutes
 from gateway.routes_postings import PostingRoutes
 from gateway.routes_psa import PsaRoutes
@@ -20,8 +21,8 @@ from common.vault import CREDENTIAL_FIELDS, Vault
 
 
 
-class GatewayService(ServiceBase, portal.PortalPages, MappingPages, PostingPages, SyncRoutes, PsaRoutes, MappingRoutes,
-                     PostingRoutes):
+class GatewayService(ServiceBase, portal.PortalPages, MappingPages, PostingPages, ReportPages, SyncRoutes, PsaRoutes,
+                     MappingRoutes, PostingRoutes):
     name = "gateway"
     db = Database()
     caller = Caller()

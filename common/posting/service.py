@@ -98,6 +98,12 @@ class PsaService(ServiceBase):
             return posting_store.failures_page(session, self.models.posting, tenant_id, page, per_page)
 
     @rpc
+    def line_states(self, tenant_id, keys):
+        """What we know of these contract lines in the PSA (the Linked Subscriptions report)."""
+        with self.db.transaction() as session:
+            return posting_store.line_states(session, self.models.posting, tenant_id, keys)
+
+    @rpc
     def held_lines(self, tenant_id):
         """Contract lines held as edited in the PSA: [{posting_id, contract_id, service_id, ...}]."""
         with self.db.transaction() as session:

@@ -2,7 +2,7 @@
 the ledger and the failure log, retry. Every statement carries the tenant in its WHERE clause."""
 import datetime as dt
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, select, text, tuple_, update
 
 from common.errors import BadRequest
 from common.paging import page_params, paginate
@@ -115,6 +115,29 @@ def held_lines(session, tables, tenant_id, limit=1000):
             "posting_id": r.id, "contract_id": r.contract_id, "service_id": r.service_id,
             "vendor_message": r.vendor_message, "held_since": r.updated_at}))
     return list(out.values())
+
+
+def line_states(session, tables, tenant_id, keys, today=None):
+    """{"contract_id/service_id": {status, status_message, psa_quantity, last_posted_at, failures}} for
+    the given contract lines ([contract_id, service_id] pairs, at most 500): psa_quantity is what
+    the PSA showed at our last read or confirmed write, for ``today``."""
+    try:
+        wanted = sorted({(str(c), str(s)) for c, s in (keys or [])})
+    except (TypeError, ValueError):
+        raise BadRequest("keys must be [contract_id, service_id] pairs") from None
+    if len(wanted) > 500:
+        raise BadRequest("at most 500 contract lines at a time")
+    if not wanted:
+        return {}
+    today = today or dt.date.today()
+    g = tables.groups
+    rows = session.execute(select(g.c.contract_id, g.c.service_id, g.c.status, g.c.status_message, g.c.expected,
+                                  g.c.last_posted_at, g.c.failures)
+                           .where(g.c.tenant_id == str(tenant_id),
+                                  tuple_(g.c.contract_id, g.c.service_id).in_(wanted))).all()
+    return {f"{r.contract_id}/{r.service_id}": json_safe({
+        "status": r.status, "status_message": r.status_message, "psa_quantity": schedule.step_at(r.expected, today),
+        "last_posted_at": r.last_posted_at, "failures": r.failures}) for r in rows}
 
 
 def retry(session, tables, tenant_id, posting_ids):

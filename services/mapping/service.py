@@ -10,7 +10,8 @@ line), mapping_changed.
 RPC (first argument always the caller's tenant_id; every query filters by it, so another tenant's
 id is NotFound): customers, products, lines, map_customer, map_product, link_line, set_status,
 bulk, set_price_override, remove_price_override, price_overrides, approvals, decide, preview,
-settings, update_settings, refresh_references, references, reference_names, desired_lines, audit.
+settings, update_settings, refresh_references, references, reference_names, linked_lines, desired_lines,
+audit.
 
 Timer: refresh_due_references (REFERENCE_POLL_SECONDS) reads the PSA's records for tenants that
 asked for it (empty cache) and, every REFERENCE_REFRESH_MINUTES, for tenants with mappings.
@@ -28,8 +29,8 @@ from common.idempotency import claim_event
 from common.logs import log_context
 from common.outbox import OutboxRelay
 from common.service_base import ServiceBase
-from services.mapping import (actions, approvals, handlers, models, queries, recompute, references, schemas,
-                              store)
+from services.mapping import (actions, approvals, handlers, models, queries, recompute, references, reports,
+                              schemas, store)
 from services.mapping.dependencies import config_timer
 from services.mapping.exceptions import from_remote
 
@@ -141,6 +142,16 @@ class MappingService(ServiceBase):
             self._ensure_references(tenant_id)
             with self.db.transaction() as session:
                 return references.listing(session, tenant_id, kind, search)
+
+    @rpc
+    def linked_lines(self, tenant_id, page=1, per_page=50, search=None, after=None, walk=False):
+        """The Linked Subscriptions report: a page by customer (``walk`` false), or the next lines
+        after the key ``after`` in key order (``walk`` true: the CSV export)."""
+        tenant_id = _tenant(tenant_id)
+        with self.db.transaction() as session:
+            if walk:
+                return reports.linked_lines_after(session, tenant_id, after, per_page)
+            return reports.linked_lines(session, tenant_id, page, per_page, search)
 
     @rpc
     def reference_names(self, tenant_id, kind, psa_ids):

@@ -23,7 +23,7 @@ from common.topology import http_port
 from gateway.seed_demo import tenant_id
 from services.autotask.client import AutotaskClient
 from tests.support.browser import (assert_no_script_errors, chromium, flash, post_form, screenshot, sign_in,
-                                   submit)
+                                   submit, value)
 from tests.support.infra import wait_for
 
 RUN = uuid.uuid4().hex[:6].upper()  # the database may outlive a run (a developer's own stack): fresh ids
@@ -280,6 +280,29 @@ def test_a_line_edited_in_autotask_turns_purple_and_is_sent_again_from_postings(
     assert page.locator("[data-edited-in-psa]").count() == 0 and page.locator(".conflict-notice").count() == 0
 
 
+def test_linked_subscriptions_report_shows_the_line_in_sync_and_exports_it(portal, billing):
+    """After the overwrite above: the marketplace says 9, Autotask shows 9, in sync; the CSV has it."""
+    page = billing
+    page.click("nav.main >> text=Reports")
+    page.fill("input[name=search]", SUBSCRIPTION_ID)
+    submit(page.locator("button:has-text('Filter')"))
+    row = page.locator(f"tr[data-key='{SUBSCRIPTION_ID}/{MPN}']")
+    assert row.locator("[data-col=marketplace]").inner_text().split()[0] == "9"
+    assert row.locator("[data-col=psa]").inner_text().split()[0] == "9"
+    assert row.locator("[data-sync-badge]").inner_text() == "In sync"
+    assert _background(row.locator("[data-sync-badge]")) == GREEN
+    assert portal["contract"]["name"] in row.inner_text()
+    screenshot(page, "report-linked")
+    download = page.request.get(f"{portal['url']}/reports/linked.csv")
+    headers = value(download.headers)
+    assert value(download.status) == 200 and headers["content-type"].startswith("text/csv")
+    assert "attachment" in headers["content-disposition"]
+    lines = download.text().splitlines()
+    assert lines[0].startswith("customer_id,customer_name,subscription_id")
+    [ours] = [x for x in lines if SUBSCRIPTION_ID in x]
+    assert f",{MPN}," in ours and ",9,9," in ours and ",in_sync," in ours
+
+
 def test_sync_page_lists_runs_and_starts_one(portal, billing):
     page = billing
     page.click("nav.main >> text=Sync")
@@ -299,8 +322,8 @@ def test_viewer_sees_the_pages_without_any_action(portal, viewer):
     assert page.locator("button:has-text('Accept')").count() == 0
     assert page.locator("th:has-text('Actions')").count() == 0
     screenshot(page, "customers-viewer")
-    for path in ("/mapping/products", "/mapping/lines", "/approvals", "/postings", "/postings?tab=log", "/sync",
-                 "/settings/billing"):
+    for path in ("/mapping/products", "/mapping/lines", "/approvals", "/postings", "/postings?tab=log",
+                 "/reports/linked", "/sync", "/settings/billing"):
         page.goto(path)
         buttons = [b for b in page.locator("main button").all_inner_texts() if b.strip() not in ("Filter", "Show")]
         assert buttons == [], (path, buttons)
