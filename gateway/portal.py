@@ -49,7 +49,9 @@ class PortalPages:
         with self.db.transaction() as session:
             tenant = directory.get_tenant(session, principal.tenant_id)
             user = directory.get_user(session, principal.tenant_id, principal.user_id)
-        return page("home.html", tenant=tenant, user=user, principal=principal, health=system.health_of_all())
+        attention, problems = self.needs_attention(tenant)
+        return page("home.html", tenant=tenant, user=user, principal=principal, health=system.health_of_all(),
+                    attention=attention, attention_problems=problems)
 
     @http("GET", "/login")
     def login_page(self, request):

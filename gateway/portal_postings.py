@@ -18,10 +18,44 @@ STATE_LABELS = {"held": "Edited in PSA", "dead": "Dead", "failed": "Retrying", "
 OPERATION_LABELS = {"edited_in_psa": "edited in PSA"}
 
 
+ATTENTION_SECONDS = 5   # the home page does not wait long for a service that is down
+
+
 class PostingPages(PortalSupport):
     def _psa_proxy(self, view):
         psa = view.tenant.get("psa")
         return {"autotask": self.autotask, "connectwise": self.connectwise}.get(psa)
+
+    def needs_attention(self, tenant):
+        """What waits for a person, for the home page: ([(label, count, link)], [problems])."""
+        tid = tenant["id"]
+        calls = {}
+        for screen in ("customers", "products", "lines"):
+            for status in ("unmapped", "suggested"):
+                calls[f"{screen}:{status}"] = (getattr(self.mapping, screen), (tid,),
+                                               {"page": 1, "per_page": 1, "status": status})
+        calls["approvals"] = (self.mapping.approvals, (tid,), {"page": 1, "per_page": 1, "status": "pending"})
+        calls["quarantine"] = (self.marketplace.quarantine, (tid,), {"page": 1, "per_page": 1})
+        psa = {"autotask": self.autotask, "connectwise": self.connectwise}.get(tenant.get("psa"))
+        if psa is not None:
+            calls["postings"] = (psa.posting_status, (tid,), {})
+        results, errors = self.gather(calls, seconds=ATTENTION_SECONDS)
+
+        def total(name):
+            return int((results.get(name) or {}).get("total") or 0)
+        items = []
+        for screen in ("customers", "products", "lines"):
+            items.append((f"Unmapped {screen}", total(f"{screen}:unmapped"), f"/mapping/{screen}?status=unmapped",
+                          "unmapped"))
+            items.append((f"Suggested {screen} to confirm", total(f"{screen}:suggested"),
+                          f"/mapping/{screen}?status=suggested", "suggested"))
+        items.append(("Changes waiting for approval", total("approvals"), "/approvals", "pending"))
+        lines = ((results.get("postings") or {}).get("lines") or {})
+        items.append((f"Lines edited in {str(tenant.get('psa') or 'the PSA').title()}, held", int(lines.get("held") or 0),
+                      "/postings", "conflict"))
+        items.append(("Operations the PSA refused (dead)", int(lines.get("failed") or 0), "/postings", "failed"))
+        items.append(("Marketplace records in quarantine", total("quarantine"), "/sync", "failed"))
+        return [i for i in items if i[1]], errors
 
     @page_route("GET", "/postings")
     def postings_page(self, request):

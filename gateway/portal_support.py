@@ -197,9 +197,9 @@ class PortalSupport:
         except ApiError as exc:
             return None, sentence(exc.message)
 
-    def gather(self, calls):
+    def gather(self, calls, seconds=None):
         """Run several RPCs at once: {name: (method, args, kwargs)} -> ({name: result}, [messages])."""
-        seconds = float(self.config.get("RPC_TIMEOUT_SECONDS", 30))
+        seconds = float(seconds or self.config.get("RPC_TIMEOUT_SECONDS", 30))
         pending, results, errors = {}, {}, []
         for name, (method, args, kwargs) in calls.items():
             try:

@@ -303,6 +303,23 @@ def test_linked_subscriptions_report_shows_the_line_in_sync_and_exports_it(porta
     assert f",{MPN}," in ours and ",9,9," in ours and ",in_sync," in ours
 
 
+def test_home_says_what_needs_a_person_with_links(portal, billing):
+    page = billing
+    page.goto("/")
+    card = page.locator("#attention")
+    with portal["stack"].rpc() as rpc:
+        unmapped = rpc.mapping.lines(portal["tenant"], page=1, per_page=1, status="unmapped")["total"]
+        quarantined = rpc.marketplace.quarantine(portal["tenant"], page=1, per_page=1)["total"]
+    assert unmapped > 0   # the demo tenant has lines of customers nobody mapped
+    row = card.locator("tr[data-attention='/mapping/lines?status=unmapped']")
+    assert row.locator(".badge").inner_text() == str(unmapped)
+    assert card.locator("tr[data-attention='/postings']").count() == 0   # the held line was sent again
+    assert card.locator("tr[data-attention='/sync']").count() == (1 if quarantined else 0)
+    screenshot(page, "home-attention")
+    row.locator("a").click()
+    assert "/mapping/lines" in value(page.url)
+
+
 def test_sync_page_lists_runs_and_starts_one(portal, billing):
     page = billing
     page.click("nav.main >> text=Sync")
