@@ -65,7 +65,8 @@ class PostingPages(PortalSupport):
         state = text_arg(request, "state", ("",) + LOG_STATES) if tab == "log" else ""
         proxy = self._psa_proxy(view)
         calls = {"attention": (proxy.failures, (tenant_id,),
-                               {"page": page_number(request) if tab == "attention" else 1, "per_page": PER_PAGE})}
+                               {"page": page_number(request) if tab == "attention" else 1, "per_page": PER_PAGE}),
+                 "status": (proxy.posting_status, (tenant_id,), {})}
         if tab == "log":
             calls["log"] = (proxy.ledger, (tenant_id,),
                             {"page": page_number(request), "per_page": PER_PAGE, "state": state or None})
@@ -75,7 +76,9 @@ class PostingPages(PortalSupport):
         listing = (results.get("log") if tab == "log" else attention) or empty
         items = listing.get("items") or []
         names, more = self._names(tenant_id, items)
+        reconciliation = (results.get("status") or {}).get("reconciliation")
         return self.render(view, "postings.html", active="postings", tab=tab, state=state, listing=listing,
+                           reconciliation=reconciliation,
                            items=items, attention_total=attention.get("total") or 0, names=names,
                            errors=errors + more, log_states=LOG_STATES, state_labels=STATE_LABELS,
                            operation_labels=OPERATION_LABELS, back=view.url())
@@ -86,6 +89,20 @@ class PostingPages(PortalSupport):
                         {}) for kind in ("contract", "service")} if items else {}
         results, errors = self.gather(calls)
         return {k: results.get(k) or {} for k in ("contract", "service")}, errors
+
+    @page_route("POST", "/postings/reconcile")
+    def reconcile_form(self, request):
+        view = self.view(request, "billing")
+
+        def action():
+            out = self.call(self._psa_proxy(view).reconcile_now, view.principal.tenant_id) or {}
+            n = int(out.get("lines") or 0)
+            psa = str(view.tenant.get("psa") or "the PSA").title()
+            if not n:
+                return f"No contract line is in sync right now, so there is nothing to re-read from {psa}."
+            return (f"{n} contract line{'s' if n != 1 else ''} will be read again from {psa} in the next minutes: "
+                    "a line changed there by hand shows up here, held or overwritten per your billing settings.")
+        return self.act(request, "/postings", action)
 
     @page_route("POST", "/postings/retry")
     def retry_postings_form(self, request):

@@ -2,10 +2,13 @@
 screens, folding desired lines into the posting schedule, the posting loop, and the ledger RPCs.
 A PSA service subclasses PsaService and adds its client, its connection test, its event handler
 (the event type names the PSA) and its posting timer."""
+import datetime as dt
+import logging
 import os
 
 import eventlet
 from nameko.rpc import RpcProxy, rpc
+from nameko.timer import timer
 
 from common.credentials import CredentialVault, tenant_credentials
 from common.db import Database
@@ -13,12 +16,19 @@ from common.errors import BadRequest, VendorUnavailable
 from common.events import load_event
 from common.idempotency import claim_event
 from common.logs import log_context
+from common.posting import reconcile
 from common.posting import store as posting_store
 from common.posting.retry import NotSent
 from common.service_base import ServiceBase
 from common.vendor_client import VendorError
 
+log = logging.getLogger(__name__)
+
 POLL_SECONDS = float(os.environ.get("IDSYNC_POSTING_POLL", "0.2"))
+# the nightly PSA re-read: after this hour (UTC; the marketplace's full sync runs at 2), checked every
+# few minutes so a replica that was down at that hour catches up
+RECONCILE_HOUR_UTC = int(os.environ.get("IDSYNC_RECONCILE_HOUR_UTC", "3"))
+RECONCILE_POLL_SECONDS = float(os.environ.get("IDSYNC_RECONCILE_POLL_SECONDS", "300"))
 # the posting pass asks the gateway for credentials after leasing its batch: an answer that does not
 # come must not hold the leased lines (with their heartbeat renewing the leases) for the 120 s RPC
 # bound; the batch is released with the read-failure backoff instead (docs/chaos.md, finding 1)
@@ -84,6 +94,26 @@ class PsaService(ServiceBase):
                 tenant_id, lambda: self.mapping.settings(tenant_id)))
         self.posting.poster(self.db, self.outbox, adapter).run_due()
 
+    # --- the nightly PSA reconciliation (common/posting/reconcile.py) --------------------------------
+    @timer(interval=RECONCILE_POLL_SECONDS)
+    def reconcile_due(self):
+        now = dt.datetime.now(dt.timezone.utc)
+        with self.db.transaction() as session:
+            due = reconcile.tenants_due(session, self.models.posting, now, RECONCILE_HOUR_UTC)
+        for tenant_id in due:
+            with log_context(tenant_id=tenant_id), self.db.transaction() as session:
+                lines = reconcile.start(session, self.models.posting, tenant_id, now.date())
+            if lines is not None:
+                log.info("%s nightly reconciliation: %d contract lines sent round to re-read the PSA", self.psa, lines)
+
+    @rpc
+    def reconcile_now(self, tenant_id):
+        """Re-read every in-sync contract line of the tenant now (ops and the portal)."""
+        today = dt.datetime.now(dt.timezone.utc).date()
+        with log_context(tenant_id=tenant_id), self.db.transaction() as session:
+            lines = reconcile.start(session, self.models.posting, tenant_id, today, trigger="manual")
+            return {"lines": lines, "last": reconcile.last_run(session, self.models.posting, tenant_id)}
+
     @rpc
     def ledger(self, tenant_id, page=1, per_page=50, state=None, contract_id=None):
         """Every planned operation, newest first: the list envelope of common.paging."""
@@ -116,7 +146,9 @@ class PsaService(ServiceBase):
 
     @rpc
     def posting_status(self, tenant_id):
-        """{"lines": {status: count}, "budget": {limit, used, remaining, ...}}."""
+        """{"lines": {status: count}, "budget": {limit, used, remaining, ...}, "reconciliation": the last
+        nightly or manual PSA re-read (run_on, started_at, trigger, lines) or None}."""
         with self.db.transaction() as session:
             lines = posting_store.line_status(session, self.models.posting, tenant_id)
-        return {"lines": lines, "budget": self.posting.budget.usage(str(tenant_id))}
+            last = reconcile.last_run(session, self.models.posting, tenant_id)
+        return {"lines": lines, "budget": self.posting.budget.usage(str(tenant_id)), "reconciliation": last}

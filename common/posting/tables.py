@@ -8,6 +8,8 @@
 - postings: the ledger, one row per planned operation, unique idempotency_key.
 - request_budget: per-minute request counts per tenant, summed over the rolling hour by every
   replica (common.posting.budget).
+- posting_reconciliations: per tenant, the day its nightly PSA re-read last started and how many
+  contract lines it sent round (common.posting.reconcile).
 """
 from dataclasses import dataclass
 
@@ -21,6 +23,7 @@ class PostingTables:
     groups: Table
     ledger: Table
     budget: Table
+    reconciliations: Table
 
 
 def groups_table(metadata: MetaData) -> Table:
@@ -100,5 +103,17 @@ def budget_table(metadata: MetaData) -> Table:
     )
 
 
+def reconciliations_table(metadata: MetaData) -> Table:
+    return Table(
+        "posting_reconciliations", metadata,
+        Column("tenant_id", String(64), primary_key=True),
+        Column("run_on", Date, nullable=False),
+        Column("started_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        Column("trigger", String(20), nullable=False),   # nightly | manual
+        Column("lines", Integer, nullable=False, server_default=text("0")),
+    )
+
+
 def posting_tables(metadata: MetaData) -> PostingTables:
-    return PostingTables(groups_table(metadata), ledger_table(metadata), budget_table(metadata))
+    return PostingTables(groups_table(metadata), ledger_table(metadata), budget_table(metadata),
+                         reconciliations_table(metadata))

@@ -8,13 +8,16 @@ tenant says so), the request count of a 1,000-line batch, and a chaos run (429 o
 the simulator equals the desired state and its write log shows no operation applied twice.
 """
 import collections
+import datetime as dt
 import random
 import time
 
 import pytest
 import requests
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
+from common.posting import reconcile
 from services.autotask import models as m
 from services.autotask.client import AutotaskClient
 from tests.support import infra
@@ -210,6 +213,36 @@ def test_line_edited_by_hand_is_held_then_overwritten_on_retry(replicas, tenant_
     rows = ledger_rows(engine, t)
     assert [r["state"] for r in rows] == ["posted", "superseded", "posted"]
     assert rows[-1]["unit_change"] == -2
+
+
+def test_the_nightly_reconciliation_finds_a_line_edited_by_hand_with_no_marketplace_change(
+        replicas, tenant_factory, engines, stack):
+    t = tenant_factory(contracts=2, services=1, lines={(0, 0): 10, (1, 0): 4})
+    (c0, c1), s = t.contract_ids, t.service_ids[0]
+    engine = engines("autotask")
+    t.desire(c0, s, 12)
+    t.desire(c1, s, 6)
+    wait_converged(engine, t)
+    posted = len(ledger_rows(engine, t, "posted"))
+    AutotaskClient(t.credentials()).add_adjustment(c0, s, None, 3, today())     # 15 by hand; nothing else moves
+
+    with stack.rpc() as rpc:
+        out = rpc.autotask.reconcile_now(t.tenant_id)
+        assert out["lines"] == 2 and out["last"]["trigger"] == "manual"
+        assert rpc.autotask.posting_status(t.tenant_id)["reconciliation"]["lines"] == 2
+    held = infra.wait_for(lambda: ledger_rows(engine, t, "held"), timeout=30, message="the edit found and held")
+    wait_converged(engine, t)
+    assert [(r["contract_id"], r["unit_change"]) for r in held] == [(str(c0), -3)]
+    assert "edited in the PSA" in held[0]["vendor_message"]
+    assert len(ledger_rows(engine, t, "posted")) == posted                       # the line that matched: no write
+    state = t.state()
+    assert t.units(state, c0, s) == 15 and t.units(state, c1, s) == 6
+
+    # the nightly timer does not start it again today (the manual run claimed the day)
+    with Session(engine) as session, session.begin():
+        assert reconcile.start(session, m.posting, t.tenant_id, today()) is None
+        late = dt.datetime.combine(today(), dt.time(23, 0), tzinfo=dt.timezone.utc)
+        assert t.tenant_id not in reconcile.tenants_due(session, m.posting, late, 3)
 
 
 def _edited_in_psa_setting(rpc, tenant_id):

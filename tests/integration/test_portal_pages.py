@@ -273,6 +273,10 @@ def test_a_line_edited_in_autotask_turns_purple_and_is_sent_again_from_postings(
         wait_for(lambda: _posted(rpc, tenant, contract, 9), timeout=60, interval=1,
                  message="the held line overwritten to 9 seats")
         assert not rpc.autotask.held_lines(tenant)
+    page.goto("/postings")
+    submit(page.locator("button:has-text('Re-read Autotask now')"))
+    assert "will be read again from Autotask" in flash(page), flash(page)
+    assert "asked for" in page.locator("#reconciliation").inner_text()
     page.goto("/postings?tab=log")
     assert page.locator("tr[data-state='posted']").count() >= 2
     assert page.locator("tr[data-state='superseded']").count() >= 1

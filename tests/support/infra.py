@@ -21,6 +21,8 @@ TEST_ENV = {
     "IDSYNC_RETRY_BACKOFF": "[0.2, 0.5]",
     "IDSYNC_OUTBOX_POLL": "0.1",
     "IDSYNC_LOG_LEVEL": "INFO",
+    # the nightly PSA re-read never starts by itself in a test (tests call reconcile_now)
+    "IDSYNC_RECONCILE_HOUR_UTC": "24",
 }
 
 
