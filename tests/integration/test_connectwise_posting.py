@@ -181,6 +181,28 @@ def test_posting_scenarios(replicas, tenant_factory, engines, stack):
     assert any(f'psa_budget_remaining{{psa="connectwise",tenant_id="{t.tenant_id}"}}' in text for text in texts)
 
 
+def test_the_nightly_reconciliation_finds_an_addition_edited_by_hand(replicas, tenant_factory, engines, stack):
+    t = tenant_factory(agreements=2, products=1, lines={(0, 0): 10, (1, 0): 4})
+    (a0, a1), p = t.agreement_ids, t.product_ids[0]
+    engine = engines("connectwise")
+    t.desire(a0, p, 12)
+    t.desire(a1, p, 6)
+    wait_converged(engine, t)
+    posted = len(ledger_rows(engine, t, "posted"))
+    addition = t.additions(t.state(), a0, p)[0]["id"]
+    ConnectWiseClient(t.credentials()).update_addition(a0, addition, quantity=15)   # by hand; nothing else moves
+
+    with stack.rpc() as rpc:
+        assert rpc.connectwise.reconcile_now(t.tenant_id)["lines"] == 2
+    held = infra.wait_for(lambda: ledger_rows(engine, t, "held"), timeout=30, message="the edit found and held")
+    wait_converged(engine, t)
+    assert [r["contract_id"] for r in held] == [str(a0)]
+    assert "edited in the PSA" in held[0]["vendor_message"]
+    assert len(ledger_rows(engine, t, "posted")) == posted
+    st = t.state()
+    assert t.quantity(st, a0, p) == 15 and t.quantity(st, a1, p) == 6
+
+
 def test_line_edited_by_hand_is_held_then_overwritten_on_retry(replicas, tenant_factory, engines, stack):
     t = tenant_factory(agreements=1, products=1, lines={(0, 0): 10})
     a, p = t.agreement_ids[0], t.product_ids[0]
