@@ -102,6 +102,16 @@ class ReportPages(PortalSupport):
         return self.render(view, "reports_linked.html", active="reports", listing=listing, search=search,
                            rows=report_rows(listing["items"], states), errors=errors)
 
+    @page_route("GET", "/reports/not-billed")
+    def not_billed_report_page(self, request):
+        view = self.view(request)
+        listing, error = self.attempt(self.mapping.not_billed, view.principal.tenant_id, page=page_number(request),
+                                      per_page=PER_PAGE)
+        listing = listing or {"items": [], "total": 0, "page": 1, "pages": 0, "totals": []}
+        return self.render(view, "reports_not_billed.html", active="reports", listing=listing,
+                           items=listing.get("items") or [], totals=listing.get("totals") or [],
+                           errors=[error] if error else [])
+
     @page_route("GET", "/reports/linked.csv")
     def linked_report_csv(self, request):
         view = self.view(request)

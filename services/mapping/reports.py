@@ -6,7 +6,7 @@ What the PSA shows and when it was last posted come from the PSA service (the ga
 (subscription_id, mpn) for the CSV export, so a 50,000-line export is 250 short queries, not 250
 ever-longer offsets.
 """
-from sqlalchemy import and_, func, select, tuple_
+from sqlalchemy import and_, case, func, literal, select, tuple_
 
 from common.errors import BadRequest
 from common.paging import page_params
@@ -76,3 +76,49 @@ def linked_lines_after(session, tenant_id, after=None, per_page=200):
     items = [_item(r) for r in rows]
     return {"items": items, "per_page": per_page,
             "next": [items[-1]["subscription_id"], items[-1]["mpn"]] if len(items) == per_page else None}
+
+
+# --- what is not billed yet, and the revenue it holds back --------------------------------------
+BILLING = ("active", "pending")
+
+
+def not_billed(session, tenant_id, page=1, per_page=50):
+    """Per customer: the lines that would bill (active or pending, quantity > 0) but are not billable
+    because their customer, product or contract link is not mapped (unmapped, suggested or in
+    conflict; ignored ones are left out: a person chose not to bill them), with their seats and the
+    monthly amount at the marketplace price. Largest amount first; ``totals`` over every customer."""
+    page, per_page = page_params(page, per_page)
+    ln, k, c, cm, pm = m.lines, m.line_links, m.customers, m.customer_mappings, m.product_mappings
+    link = func.coalesce(k.c.status, "unmapped")
+    cust = func.coalesce(cm.c.status, "unmapped")
+    prod = func.coalesce(pm.c.status, "unmapped")
+    amount = ln.c.quantity * func.coalesce(ln.c.unit_price, 0)
+    blocked = (select(ln.c.customer_id, ln.c.currency, ln.c.quantity, amount.label("amount"),
+                      case((cust != MAPPED, literal(1)), else_=literal(0)).label("by_customer"),
+                      case((prod != MAPPED, literal(1)), else_=literal(0)).label("by_product"),
+                      case((link != MAPPED, literal(1)), else_=literal(0)).label("by_link"))
+               .outerjoin(k, and_(k.c.tenant_id == ln.c.tenant_id, k.c.subscription_id == ln.c.subscription_id,
+                                  k.c.mpn == ln.c.mpn))
+               .outerjoin(cm, and_(cm.c.tenant_id == ln.c.tenant_id, cm.c.customer_id == ln.c.customer_id))
+               .outerjoin(pm, and_(pm.c.tenant_id == ln.c.tenant_id, pm.c.mpn == ln.c.mpn))
+               .where(ln.c.tenant_id == tenant_id, ln.c.status.in_(BILLING), ln.c.quantity > 0,
+                      ~and_(link == MAPPED, cust == MAPPED, prod == MAPPED),
+                      link != "ignored", cust != "ignored", prod != "ignored")
+               .subquery())
+    per_customer = (select(blocked.c.customer_id, c.c.name.label("customer_name"), blocked.c.currency,
+                           func.count().label("lines"), func.sum(blocked.c.quantity).label("seats"),
+                           func.sum(blocked.c.amount).label("amount"),
+                           func.sum(blocked.c.by_customer).label("customer_not_mapped"),
+                           func.sum(blocked.c.by_product).label("product_not_mapped"),
+                           func.sum(blocked.c.by_link).label("link_not_mapped"))
+                    .outerjoin(c, and_(c.c.tenant_id == tenant_id, c.c.customer_id == blocked.c.customer_id))
+                    .group_by(blocked.c.customer_id, c.c.name, blocked.c.currency)
+                    .order_by(func.sum(blocked.c.amount).desc(), blocked.c.customer_id))
+    listing = _page(session, per_customer, page, per_page, lambda r: {k: store.json_safe(v) for k, v in
+                                                                       r._mapping.items()})
+    totals = session.execute(select(blocked.c.currency, func.count().label("lines"),
+                                    func.count(func.distinct(blocked.c.customer_id)).label("customers"),
+                                    func.sum(blocked.c.quantity).label("seats"), func.sum(blocked.c.amount).label("amount"))
+                             .group_by(blocked.c.currency).order_by(blocked.c.currency)).all()
+    listing["totals"] = [{k: store.json_safe(v) for k, v in r._mapping.items()} for r in totals]
+    return listing

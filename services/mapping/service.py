@@ -10,8 +10,8 @@ line), mapping_changed.
 RPC (first argument always the caller's tenant_id; every query filters by it, so another tenant's
 id is NotFound): customers, products, lines, map_customer, map_product, link_line, set_status,
 bulk, set_price_override, remove_price_override, price_overrides, approvals, decide, preview,
-settings, update_settings, refresh_references, references, reference_names, linked_lines, desired_lines,
-audit.
+settings, update_settings, refresh_references, references, reference_names, linked_lines, not_billed,
+desired_lines, audit.
 
 Timer: refresh_due_references (REFERENCE_POLL_SECONDS) reads the PSA's records for tenants that
 asked for it (empty cache) and, every REFERENCE_REFRESH_MINUTES, for tenants with mappings.
@@ -152,6 +152,13 @@ class MappingService(ServiceBase):
             if walk:
                 return reports.linked_lines_after(session, tenant_id, after, per_page)
             return reports.linked_lines(session, tenant_id, page, per_page, search)
+
+    @rpc
+    def not_billed(self, tenant_id, page=1, per_page=50):
+        """Per customer: lines that would bill but are not mapped, and the revenue they hold back."""
+        tenant_id = _tenant(tenant_id)
+        with self.db.transaction() as session:
+            return reports.not_billed(session, tenant_id, page, per_page)
 
     @rpc
     def reference_names(self, tenant_id, kind, psa_ids):

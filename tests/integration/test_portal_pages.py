@@ -324,6 +324,25 @@ def test_home_says_what_needs_a_person_with_links(portal, billing):
     assert "/mapping/lines" in value(page.url)
 
 
+def test_not_billed_report_gives_the_revenue_held_back_per_customer(portal, billing):
+    page = billing
+    page.goto("/reports/linked")
+    page.click("text=Not billed yet")
+    with portal["stack"].rpc() as rpc:
+        report = rpc.mapping.not_billed(portal["tenant"], page=1, per_page=50)
+    assert report["total"] > 0 and report["totals"]      # the demo tenant has customers nobody mapped
+    top = report["items"][0]
+    amount = sum(float(t["amount"]) for t in report["totals"])
+    assert amount >= float(top["amount"]) > 0
+    held = page.locator("#held-back").inner_text()
+    assert "a month held back" in held and f"{report['totals'][0]['lines']} line" in held
+    row = page.locator(f"tr[data-customer='{top['customer_id']}']")
+    assert f"{float(top['amount']):,.2f}" in row.locator("[data-col=amount]").inner_text()
+    screenshot(page, "report-not-billed")
+    row.locator("a").click()
+    assert "/mapping/" in value(page.url) and top["customer_id"] in value(page.url)
+
+
 def test_sync_page_lists_runs_and_starts_one(portal, billing):
     page = billing
     page.click("nav.main >> text=Sync")
@@ -344,7 +363,7 @@ def test_viewer_sees_the_pages_without_any_action(portal, viewer):
     assert page.locator("th:has-text('Actions')").count() == 0
     screenshot(page, "customers-viewer")
     for path in ("/mapping/products", "/mapping/lines", "/approvals", "/postings", "/postings?tab=log",
-                 "/reports/linked", "/sync", "/settings/billing"):
+                 "/reports/linked", "/reports/not-billed", "/sync", "/settings/billing"):
         page.goto(path)
         buttons = [b for b in page.locator("main button").all_inner_texts() if b.strip() not in ("Filter", "Show")]
         assert buttons == [], (path, buttons)
