@@ -274,11 +274,12 @@ def recompute(session, outbox, tenant_id, groups=None, *, ctx=None):
     today, now = today_and_now()
     targets = sorted(groups if groups is not None else ctx.groups())
     totals = {"emitted": 0, "approvals": 0, "groups": len(targets)}
-    for group in targets:
-        result, outcome = plan(ctx, group, today, now)
-        emitted, queued = write_plan(session, outbox, ctx, group, result, outcome, today, now)
-        totals["emitted"] += emitted
-        totals["approvals"] += queued
+    with store.keyed_statements(session):
+        for group in targets:
+            result, outcome = plan(ctx, group, today, now)
+            emitted, queued = write_plan(session, outbox, ctx, group, result, outcome, today, now)
+            totals["emitted"] += emitted
+            totals["approvals"] += queued
     return totals
 
 
