@@ -34,6 +34,7 @@ class PostingPages(PortalSupport):
             for status in ("unmapped", "suggested"):
                 calls[f"{screen}:{status}"] = (getattr(self.mapping, screen), (tid,),
                                                {"page": 1, "per_page": 1, "status": status})
+        calls["lines:all"] = (self.mapping.lines, (tid,), {"page": 1, "per_page": 1})
         calls["approvals"] = (self.mapping.approvals, (tid,), {"page": 1, "per_page": 1, "status": "pending"})
         calls["quarantine"] = (self.marketplace.quarantine, (tid,), {"page": 1, "per_page": 1})
         psa = {"autotask": self.autotask, "connectwise": self.connectwise}.get(tenant.get("psa"))
@@ -55,6 +56,9 @@ class PostingPages(PortalSupport):
                       "/postings", "conflict"))
         items.append(("Operations the PSA refused (dead)", int(lines.get("failed") or 0), "/postings", "failed"))
         items.append(("Marketplace records in quarantine", total("quarantine"), "/sync", "failed"))
+        if results.get("lines:all") is not None and not total("lines:all"):
+            items.append(("No subscription line has come from the marketplace yet: start a sync", 1, "/sync",
+                          "neutral"))
         return [i for i in items if i[1]], errors
 
     @page_route("GET", "/postings")

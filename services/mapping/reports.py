@@ -121,4 +121,6 @@ def not_billed(session, tenant_id, page=1, per_page=50):
                                     func.sum(blocked.c.quantity).label("seats"), func.sum(blocked.c.amount).label("amount"))
                              .group_by(blocked.c.currency).order_by(blocked.c.currency)).all()
     listing["totals"] = [{k: store.json_safe(v) for k, v in r._mapping.items()} for r in totals]
+    listing["lines_known"] = session.execute(select(func.count()).select_from(
+        select(ln.c.mpn).where(ln.c.tenant_id == tenant_id).limit(1).subquery())).scalar_one() > 0
     return listing
