@@ -95,7 +95,7 @@ management.tcp.ip = 127.0.0.1
 management.tcp.port = $MGMT_PORT
 loopback_users = none
 log.console = false
-log.file.level = warning
+log.file.level = ${IDSYNC_RMQ_LOG_LEVEL:-warning}
 disk_free_limit.absolute = 200MB
 CONF
   : > "$RMQ/rabbitmq-env.conf"
