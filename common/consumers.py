@@ -2,7 +2,7 @@
 
 nameko acks a message whose handler raised, and the event is gone. `reliable_handler` replaces
 that: a failed message is republished (with confirms) to a wait queue whose TTL is the backoff
-step and which dead-letters back into the handler's queue; after the last step it goes to
+step and which dead-letters back into the handler's queue (at least once: see retry_queue); after the last step it goes to
 `<queue>.dead`, where ops can list and replay it. The original is acked only after the copy is
 safely in the broker; if even that publish fails the original is requeued.
 
@@ -35,11 +35,20 @@ PERMANENT = (PermanentError, ValidationError)
 
 
 def retry_queue(queue_name, step, ttl_seconds):
-    return Queue(f"{queue_name}.retry.{step}", exchange=DEFAULT_EXCHANGE,
-                 routing_key=f"{queue_name}.retry.{step}", durable=True,
-                 queue_arguments={"x-message-ttl": int(ttl_seconds * 1000),
+    """The wait queue of one backoff step: a quorum queue whose expired messages go back to the
+    handler's queue at least once. A classic queue dead-letters at most once: a message that
+    expires while its handler queue is not there (a broker still recovering its queues after a
+    crash) is dropped without a word - chaos finding 6. Quorum (RabbitMQ 3.10+) keeps it until the
+    handler queue has taken it. (`.wait.` names: a queue's type cannot change, and the old classic
+    `.retry.` queues still hand back what they hold.)"""
+    name = f"{queue_name}.wait.{step}"
+    return Queue(name, exchange=DEFAULT_EXCHANGE, routing_key=name, durable=True,
+                 queue_arguments={"x-queue-type": "quorum",
+                                  "x-message-ttl": int(ttl_seconds * 1000),
                                   "x-dead-letter-exchange": "",
-                                  "x-dead-letter-routing-key": queue_name})
+                                  "x-dead-letter-routing-key": queue_name,
+                                  "x-dead-letter-strategy": "at-least-once",
+                                  "x-overflow": "reject-publish"})
 
 
 def dead_queue(queue_name):

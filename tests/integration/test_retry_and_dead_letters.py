@@ -54,3 +54,35 @@ def test_failing_handler_retries_then_dead_letters_then_replays(stack, flaky):
     assert deadletters.replay_dead(stack.amqp_uri, [queue_name()], event_ids=[event["event_id"]]) == 1
     wait_for(lambda: STATE["handled"] == [event["event_id"]], message="the replayed event to be handled")
     assert not [d for d in deadletters.list_dead(stack.amqp_uri, [queue_name()]) if d["event_id"] == event["event_id"]]
+
+
+def test_a_parked_event_whose_handler_queue_is_missing_is_kept_not_dropped(stack):
+    """Chaos finding 6: a classic wait queue dead-letters at most once, so a message that expired
+    while its handler queue was not there (a broker recovering its queues after a crash) was gone.
+    The wait queues are quorum queues with at-least-once dead-lettering: the message stays."""
+    import os
+    import time
+
+    import requests
+    from kombu import Connection
+    from nameko.amqp.publish import Publisher
+
+    from common.consumers import DEFAULT_EXCHANGE, retry_queue
+
+    handler_queue = f"test-missing-handler-{uuid.uuid4().hex[:8]}"     # never declared
+    wait = retry_queue(handler_queue, 0, 0.2)
+    Publisher(stack.amqp_uri, use_confirms=True, serializer="json", delivery_mode=2).publish(
+        {"n": 1}, exchange=DEFAULT_EXCHANGE, routing_key=wait.name, declare=[wait])
+    time.sleep(1.5)                                                      # expired long ago
+    vhost, password = stack.env["IDSYNC_AMQP_VHOST"], stack.env["IDSYNC_AMQP_PASSWORD"]
+    url = f"http://127.0.0.1:{os.environ.get('IDSYNC_MGMT_PORT', '15673')}/api/queues/{vhost}/{wait.name}"
+    try:
+        # the management API refreshes queue figures every few seconds
+        info = wait_for(lambda: (lambda q: q if "messages_dlx" in q else None)(
+            requests.get(url, auth=("idsync", password), timeout=10).json()), timeout=20, interval=1,
+            message="the wait queue's figures")
+        assert info["type"] == "quorum"
+        assert info["messages_dlx"] == 1                                 # held for its handler queue
+    finally:
+        with Connection(stack.amqp_uri) as conn:
+            wait(conn.channel()).delete()
