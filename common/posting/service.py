@@ -76,14 +76,17 @@ class PsaService(ServiceBase):
                 raise VendorUnavailable(str(exc)) from None
 
     # --- posting -------------------------------------------------------------------------------
-    def record_desired(self, payload):
-        """The body of the subclass's `<psa>_line_desired` handler."""
+    def record_desired(self, payloads):
+        """The body of the subclass's `<psa>_line_desired` handler: a message's events (one tenant:
+        an envelope from the mapping service's relay) folded into the schedule in one transaction."""
         event_type = f"{self.psa}_line_desired"
-        event = load_event("mapping", event_type, payload)
-        with log_context(event["tenant_id"], event["event_id"]), self.db.transaction() as session:
-            if not claim_event(session, self.models.processed_events, f"{self.psa}.on_line_desired", event):
-                return
-            posting_store.record_desired(session, self.models.posting, event["tenant_id"], event)
+        events = [load_event("mapping", event_type, payload) for payload in payloads]
+        # contract lines locked in one order: two workers' batches of a tenant never deadlock
+        events.sort(key=lambda e: (str(e["contract_id"]), str(e["service_id"])))
+        with log_context(events[0]["tenant_id"], events[0]["event_id"]), self.db.transaction() as session:
+            for event in events:
+                if claim_event(session, self.models.processed_events, f"{self.psa}.on_line_desired", event):
+                    posting_store.record_desired(session, self.models.posting, event["tenant_id"], event)
 
     def run_posting(self, adapter_class):
         """The body of the subclass's posting timer: one pass of the posting loop."""

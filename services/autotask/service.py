@@ -51,9 +51,9 @@ class AutotaskService(PsaService):
             used, limit = threshold.get("currentTimeframeRequestCount"), threshold.get("externalRequestThreshold")
             return {"ok": True, "message": f"connected; {used} of {limit} API requests used this hour"}
 
-    @reliable_handler("mapping", "autotask_line_desired")
-    def on_line_desired(self, payload):
-        self.record_desired(payload)
+    @reliable_handler("mapping", "autotask_line_desired", batch=True)
+    def on_line_desired(self, payloads):
+        self.record_desired(payloads)
 
     @timer(interval=POLL_SECONDS)
     def post_due(self):

@@ -46,9 +46,9 @@ class ConnectWiseService(PsaService):
                 return {"ok": False, "message": f"ConnectWise did not answer usefully: {exc}"}
             return {"ok": True, "message": f"connected; {companies} companies visible"}
 
-    @reliable_handler("mapping", "connectwise_line_desired")
-    def on_line_desired(self, payload):
-        self.record_desired(payload)
+    @reliable_handler("mapping", "connectwise_line_desired", batch=True)
+    def on_line_desired(self, payloads):
+        self.record_desired(payloads)
 
     @timer(interval=POLL_SECONDS)
     def post_due(self):

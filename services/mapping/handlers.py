@@ -35,8 +35,9 @@ def product_changed(session, outbox, event):
     return "applied"
 
 
-def line_changed(session, outbox, event):
-    """Keep the line's state; suggest for what is new; recompute the contract lines it belongs to."""
+def _keep_line(session, outbox, event):
+    """Keep one line state (and the mapping rows and suggestions a new line needs); returns the
+    line's key, or None when the event is older than the state we have."""
     tenant_id = event["tenant_id"]
     key = (event["subscription_id"], event["mpn"])
     # a known line (the usual case) costs one look-up here instead of five inserts
@@ -58,10 +59,26 @@ def line_changed(session, outbox, event):
     if outcome == "stale":
         log.info("line %s/%s version %s is older than the one we have: kept in its history only",
                  key[0], key[1], event["line_version"])
+        return None
+    return key
+
+
+def lines_changed(session, outbox, events):
+    """Keep each line's state; suggest for what is new; recompute once the contract lines the
+    events touch (a sync page's changes of one tenant: one plan per contract line, not per line).
+    The events are of one tenant, whose lock the caller holds."""
+    tenant_id = events[0]["tenant_id"]
+    keys = [key for key in (_keep_line(session, outbox, event) for event in events) if key is not None]
+    if not keys:
         return "stale"
     store.lock_tenant(session, tenant_id)
-    groups = recompute.affected_groups(session, tenant_id, line_keys=[key], state_only=True)
+    groups = recompute.affected_groups(session, tenant_id, line_keys=keys, state_only=True)
     if groups:
         totals = recompute.recompute(session, outbox, tenant_id, groups)
         return f"applied ({totals['emitted']} sent, {totals['approvals']} for approval)"
     return "applied (waiting for its mappings)"
+
+
+def line_changed(session, outbox, event):
+    """One line event (lines_changed of one)."""
+    return lines_changed(session, outbox, [event])

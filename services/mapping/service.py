@@ -64,9 +64,21 @@ class MappingService(ServiceBase):
             store.lock_tenant(session, event["tenant_id"])
             return apply(session, self.outbox, event)
 
-    @reliable_handler("marketplace", "subscription_line_changed")
-    def on_subscription_line_changed(self, payload):
-        return self._handle("subscription_line_changed", payload, handlers.line_changed)
+    @reliable_handler("marketplace", "subscription_line_changed", batch=True)
+    def on_subscription_line_changed(self, payloads):
+        """A message's line events (an envelope: one tenant's changes from a sync) in one
+        transaction under the tenant's lock, each claimed on its own."""
+        events = [load_event("marketplace", "subscription_line_changed", p) for p in payloads]
+        tenant_id = events[0]["tenant_id"]
+        if any(e["tenant_id"] != tenant_id for e in events):
+            raise ValueError("a batch of line events spans tenants")  # each is then handled alone
+        consumer = "mapping.on_subscription_line_changed"
+        with log_context(tenant_id, events[0]["event_id"]), self.db.transaction() as session:
+            fresh = [e for e in events if claim_event(session, models.processed_events, consumer, e)]
+            if not fresh:
+                return "duplicate"
+            store.lock_tenant(session, tenant_id)
+            return handlers.lines_changed(session, self.outbox, fresh)
 
     @reliable_handler("marketplace", "customer_changed")
     def on_customer_changed(self, payload):

@@ -54,3 +54,26 @@ def test_a_malformed_event_is_dead_lettered_with_its_reason(stack):
     assert "name" in dead[0]["error"] and "ValidationError" in dead[0]["error"]
     with stack.rpc() as rpc:  # listing does not consume: it is still there
         assert [d for d in rpc.reporting.dead_letters() if d["tenant_id"] == tenant]
+
+
+def test_an_envelope_is_journaled_in_one_go_and_its_malformed_event_dead_lettered_alone(stack, engines):
+    from common.consumers import envelope
+
+    tenant = f"t-{uuid.uuid4()}"
+    events = [make_event("marketplace", "customer_changed", tenant, customer_id=f"c-{i}", name=f"Envelope {i}")
+              for i in range(4)]
+    del events[2]["name"]
+    publish(stack, envelope(events))
+
+    def journal():
+        with engines("reporting").connect() as conn:
+            return conn.execute(select(rp.event_journal.c.event_id)
+                                .where(rp.event_journal.c.tenant_id == tenant)).scalars().all()
+
+    wait_for(lambda: len(journal()) == 3, message="the three good events journaled")
+    with stack.rpc() as rpc:
+        dead = wait_for(lambda: [d for d in rpc.reporting.dead_letters() if d["tenant_id"] == tenant],
+                        message="the malformed event in the dead-letter queue")
+    assert sorted(journal()) == sorted(e["event_id"] for i, e in enumerate(events) if i != 2)
+    assert [d["event_id"] for d in dead] == [events[2]["event_id"]]
+    assert dead[0]["attempts"] == 1 and "ValidationError" in dead[0]["error"]

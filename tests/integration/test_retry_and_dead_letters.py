@@ -86,3 +86,53 @@ def test_a_parked_event_whose_handler_queue_is_missing_is_kept_not_dropped(stack
     finally:
         with Connection(stack.amqp_uri) as conn:
             wait(conn.channel()).delete()
+
+
+BATCH = {"poison": set(), "batches": [], "handled": []}
+
+
+class BatchProjection:
+    name = "batch_projection"
+
+    @reliable_handler("marketplace", "customer_changed", batch=True)
+    def on_customer_changed(self, payloads):
+        mine = [p for p in payloads if p["tenant_id"].startswith("batch-")]
+        if not mine:
+            return
+        BATCH["batches"].append([p["event_id"] for p in mine])
+        if any(p["event_id"] in BATCH["poison"] for p in mine):
+            raise ConnectionError("one of these cannot be written")
+        BATCH["handled"].extend(p["event_id"] for p in mine)
+
+
+@pytest.fixture
+def batch_projection(stack):
+    container = ServiceContainer(BatchProjection, {"AMQP_URI": stack.amqp_uri, "EVENT_RETRY_BACKOFF": [0.2, 0.5],
+                                                   "max_workers": 2})
+    container.start()
+    yield container
+    container.stop()
+
+
+def test_a_poison_event_in_an_envelope_is_retried_and_dead_lettered_alone(stack, batch_projection):
+    """The relay packs a tenant's events into one message; one that keeps failing must not hold
+    back (or take to the dead letters) the others it travelled with."""
+    from common.consumers import envelope
+
+    BATCH.update(poison=set(), batches=[], handled=[])
+    tenant = f"batch-{uuid.uuid4()}"
+    events = [make_event("marketplace", "customer_changed", tenant, customer_id=f"c{i}", name=f"N{i}")
+              for i in range(3)]
+    poison = events[1]["event_id"]
+    BATCH["poison"] = {poison}
+    publish(stack, envelope(events))
+    queue = "evt-marketplace-customer_changed--batch_projection.on_customer_changed"
+    dead = wait_for(lambda: deadletters.list_dead(stack.amqp_uri, [queue]), message="the poison event's dead letter")
+    ids = [e["event_id"] for e in events]
+    assert BATCH["batches"][0] == ids                       # the envelope arrived as one batch
+    assert sorted(BATCH["handled"]) == sorted([ids[0], ids[2]])   # its neighbours were handled once
+    assert [d["event_id"] for d in dead] == [poison] and dead[0]["attempts"] == 3
+    assert BATCH["batches"].count([poison]) == 3             # first alone, then two delayed retries alone
+    deadletters.replay_dead(stack.amqp_uri, [queue], event_ids=[poison])   # leave the queue empty
+    BATCH["poison"] = set()
+    wait_for(lambda: poison in BATCH["handled"], message="the replayed poison event")
