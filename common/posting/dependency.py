@@ -20,7 +20,8 @@ log = logging.getLogger(__name__)
 
 class PostingDependency(DependencyProvider):
     """A PSA service's posting machinery, configured from its config (`prefix` names the PSA's keys):
-    POSTING_BATCH, POSTING_CONCURRENCY, POSTING_LEASE_SECONDS, POSTING_SETTLE_SECONDS,
+    POSTING_BATCH, POSTING_CONCURRENCY (per tenant: the vendor's limit), POSTING_TENANTS_IN_PARALLEL,
+    POSTING_LEASE_SECONDS, POSTING_SETTLE_SECONDS,
     POSTING_MAX_DELAY_SECONDS, POSTING_MAX_TICK_SECONDS, POSTING_MAX_ATTEMPTS, POSTING_BACKOFF [base, cap],
     POSTING_SETTINGS_TTL, <PREFIX>_HOURLY_LIMIT, <PREFIX>_BUDGET_SHARE, <PREFIX>_THREADS_PER_ENDPOINT,
     <PREFIX>_SLOT_WAIT_SECONDS, <PREFIX>_TIMEOUT [connect, read]. Subclasses set psa, prefix,
@@ -36,14 +37,19 @@ class PostingDependency(DependencyProvider):
     def setup(self):
         config = self.container.config
         self.config = config
-        self.engine = make_engine(config["DB_URI"], config["DB_SCHEMA"], pool_size=6)
+        self.concurrency = int(config.get("POSTING_CONCURRENCY", 3))
+        # a replica posts for this many tenants at once (each at most `concurrency` sends): with one,
+        # a replica serving many tenants sent 3 requests at a time and left the PSA's latency idle
+        self.tenants_in_parallel = int(config.get("POSTING_TENANTS_IN_PARALLEL", 4))
+        # every send holds a slot connection (common/posting/budget.py) while it is in flight
+        self.engine = make_engine(config["DB_URI"], config["DB_SCHEMA"],
+                                  pool_size=max(6, self.concurrency * self.tenants_in_parallel))
         self.budget = RequestBudget.from_config(self.engine, self.tables.budget, self.psa, config, self.prefix)
         self.policy = RetryPolicy.from_config(config)
         self.owner = default_owner()
         timeout = config.get(f"{self.prefix}_TIMEOUT", [3.05, 30.0])
         self.timeout = (float(timeout[0]), float(timeout[1]))
         self.batch = int(config.get("POSTING_BATCH", 500))
-        self.concurrency = int(config.get("POSTING_CONCURRENCY", 3))
         # 0.3 s: one sync's changes of a tenant reach the schedule tens of ms apart and still make one
         # batch, while a lone change no longer waits a whole second (docs/performance.md)
         self.settle = float(config.get("POSTING_SETTLE_SECONDS", 0.3))
@@ -122,5 +128,6 @@ class PostingDependency(DependencyProvider):
                 log.exception("pruning the request budget failed")
         return Poster(psa=self.psa, tables=self.tables, store=store, outbox=outbox, adapter=adapter,
                       policy=self.policy, owner=self.owner, batch_size=self.batch, concurrency=self.concurrency,
+                      tenants_in_parallel=self.tenants_in_parallel,
                       lease_seconds=self.lease, settle_seconds=self.settle, max_delay_seconds=self.max_delay,
                       max_tick_seconds=self.max_tick)

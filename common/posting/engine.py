@@ -21,6 +21,7 @@ make posting safe whatever the PSA:
 from __future__ import annotations
 
 import abc
+import collections
 import dataclasses
 import datetime as dt
 import decimal
@@ -175,7 +176,7 @@ class Poster:
     worker's store and outbox; ``run_due()`` works until nothing is due or ``max_tick_seconds``."""
 
     def __init__(self, *, psa, tables, store, outbox, adapter, policy=None, owner=None, batch_size=500,
-                 concurrency=3, lease_seconds=90.0, settle_seconds=0.3, max_delay_seconds=10.0,
+                 concurrency=3, tenants_in_parallel=1, lease_seconds=90.0, settle_seconds=0.3, max_delay_seconds=10.0,
                  max_tick_seconds=60.0, clock=time.monotonic):
         self.psa = psa
         self.t = tables
@@ -186,6 +187,7 @@ class Poster:
         self.owner = owner or default_owner()
         self.batch_size = int(batch_size)
         self.concurrency = max(1, int(concurrency))
+        self.tenants_in_parallel = max(1, int(tenants_in_parallel))
         self.lease = float(lease_seconds)
         self.settle = float(settle_seconds)
         self.max_delay = float(max_delay_seconds)
@@ -195,12 +197,14 @@ class Poster:
     # --- the loop ---------------------------------------------------------------------------------
     def run_due(self):
         """Claim and post batches until nothing is due or ``max_tick_seconds``. One green pool of
-        ``concurrency`` serves every batch of the pass: the next batch is claimed and read while
-        the last lines of the previous one are still in flight, so the replica's sends do not
-        pause for a claim and a batch read between tenants."""
+        ``concurrency`` x ``tenants_in_parallel`` senders serves every batch of the pass: a batch
+        (one tenant) gets at most ``concurrency`` of them - the vendor's limit per tenant - so
+        several tenants' batches are posted at once, and the next batch is claimed and read while
+        the last lines of the previous ones are still in flight. When every sender is busy the
+        claim waits: a replica never leases more than it is about to post."""
         started = self.clock()
         stats = {"batches": 0, "lines": 0}
-        pool = eventlet.GreenPool(self.concurrency)
+        pool = eventlet.GreenPool(self.concurrency * self.tenants_in_parallel)
         try:
             while self.clock() - started < self.max_tick:
                 tenant_id, rows = self.claim()
@@ -264,14 +268,18 @@ class Poster:
         done = eventlet.event.Event()
         beat = eventlet.spawn(self._beat_loop, tenant_id, keys_, done)
         left = [len(works)]
+        queue = collections.deque(works)
 
-        def run(client, work, state, stop):
-            try:
-                self._run_group(client, work, state, stop)
-            finally:
-                left[0] -= 1
-                if left[0] == 0:
-                    done.send(True)
+        def run(client, stop):
+            # one of the batch's senders: takes the batch's next line until none is left
+            while queue:
+                work = queue.popleft()
+                try:
+                    self._run_group(client, work, states_.get(work.key), stop)
+                finally:
+                    left[0] -= 1
+                    if left[0] == 0:
+                        done.send(True)
 
         spawned = 0
         try:
@@ -293,13 +301,13 @@ class Poster:
             stop = {"retry_after": None}
             own = pool is None
             pool = pool or eventlet.GreenPool(self.concurrency)
-            for w in works:
-                pool.spawn_n(run, client, w, states_.get(w.key), stop)
+            for _ in range(min(self.concurrency, len(works))):
+                pool.spawn_n(run, client, stop)
                 spawned += 1
             if own:
                 pool.waitall()
         finally:
-            if spawned < len(works):   # the read failed, or the worker was killed while spawning
+            if spawned == 0:   # the read failed, or the worker was killed before a sender started
                 beat.kill()
 
     def _beat_loop(self, tenant_id, keys_, done):

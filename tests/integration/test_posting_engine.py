@@ -153,3 +153,66 @@ def test_a_line_edited_by_hand_while_a_write_was_unknown_is_still_held(tables):
     assert row.status == states.LINE_HELD and "the PSA shows 50" in row.status_message
     assert row.expected == [[TODAY.isoformat(), 39]]
     assert psa.sent == []
+
+
+class SlowManyLinePsa(PsaAdapter):
+    """A PSA whose writes take 0.1 s; records how many are in flight, per tenant and in all."""
+
+    psa = "autotask"
+
+    def __init__(self):
+        self.units, self.in_flight, self.peak_tenant, self.peak_total = {}, {}, {}, 0
+
+    def client(self, tenant_id):
+        return self
+
+    def read(self, client, works):
+        return {w.key: self.units.get((w.tenant_id, w.key), 0) for w in works}
+
+    def plan(self, work, units):
+        want = int(work.desired[-1]["quantity"])
+        plan = Plan(expected=[[TODAY.isoformat(), units]])
+        if units != want:
+            plan.ops = [PlannedOp("adjust", TODAY, quantity_before=units, quantity_after=want,
+                                  unit_change=want - units, expected_after=[[TODAY.isoformat(), want]])]
+        return plan
+
+    def execute(self, client, work, op):
+        import eventlet
+
+        self.in_flight[work.tenant_id] = self.in_flight.get(work.tenant_id, 0) + 1
+        self.peak_tenant[work.tenant_id] = max(self.peak_tenant.get(work.tenant_id, 0),
+                                               self.in_flight[work.tenant_id])
+        self.peak_total = max(self.peak_total, sum(self.in_flight.values()))
+        eventlet.sleep(0.1)
+        self.in_flight[work.tenant_id] -= 1
+        self.units[(work.tenant_id, work.key)] = op.quantity_after
+        return None
+
+    def edited_in_psa(self, tenant_id):
+        return "hold"
+
+
+def test_a_replica_posts_for_several_tenants_at_once_and_never_over_the_per_tenant_limit(tables):
+    engine, posting, outbox = tables
+    tenants = [f"t-{uuid.uuid4().hex[:8]}" for _ in range(3)]
+    with engine.begin() as conn:
+        for tenant in tenants:
+            for n in range(8):
+                conn.execute(insert(posting.groups).values(
+                    tenant_id=tenant, contract_id="C1", service_id=f"S{n}",
+                    desired=[{"date": TODAY.isoformat(), "quantity": 5, "unit_price": "5", "unit_cost": "3"}],
+                    desired_version=1, pending_from=TODAY, seq=1,
+                    due_at=dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=1), status=states.PENDING))
+    psa = SlowManyLinePsa()
+    replica = Poster(psa="autotask", tables=posting, store=Store(engine), outbox=Outbox("autotask", outbox),
+                     adapter=psa, settle_seconds=0, lease_seconds=30, concurrency=3, tenants_in_parallel=2)
+    replica.run_due()
+    assert all(psa.units.get((t, ("C1", f"S{n}"))) == 5 for t in tenants for n in range(8))
+    assert max(psa.peak_tenant.values()) == 3        # the vendor's limit per tenant, reached, never passed
+    assert psa.peak_total > 3                        # two tenants' lines were in flight together
+    assert psa.peak_total <= 6                       # concurrency x tenants_in_parallel
+    with engine.connect() as conn:
+        posted = conn.execute(select(posting.ledger.c.id).where(posting.ledger.c.tenant_id.in_(tenants),
+                                                                posting.ledger.c.state == states.POSTED)).all()
+    assert len(posted) == 24
