@@ -102,10 +102,14 @@ class PostingPages(PortalSupport):
             out = self.call(self._psa_proxy(view).reconcile_now, view.principal.tenant_id) or {}
             n = int(out.get("lines") or 0)
             psa = str(view.tenant.get("psa") or "the PSA").title()
+            behind = int(out.get("behind") or 0)
+            caught_up = (f" {behind} contract line{'s' if behind != 1 else ''} had missed a change on the way from "
+                         "the mapping and will be posted now." if behind else "")
             if not n:
-                return f"No contract line is in sync right now, so there is nothing to re-read from {psa}."
+                return f"No contract line is in sync right now, so there is nothing to re-read from {psa}.{caught_up}"
             return (f"{n} contract line{'s' if n != 1 else ''} will be read again from {psa} in the next minutes: "
-                    "a line changed there by hand shows up here, held or overwritten per your billing settings.")
+                    "a line changed there by hand shows up here, held or overwritten per your billing settings."
+                    f"{caught_up}")
         return self.act(request, "/postings", action)
 
     @page_route("POST", "/postings/retry")

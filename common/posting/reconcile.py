@@ -7,6 +7,13 @@ to the person who deals with them; lines already due are on their way anyway.
 
 Once per tenant per day across replicas: ``start`` claims the day in posting_reconciliations in
 the same statement that checks it (``run_on < today``).
+
+The same run checks that no desired state was lost between the mapping service and this one: the
+mapping service's last schedule version per contract line is compared with the posting
+schedule's (``behind``), and the lines where ours is behind (or missing) are asked for again -
+the mapping service sends their whole schedule under new versions. Re-reading the PSA alone would
+not find such a loss: it compares the PSA with the posting schedule, which is the part that
+missed the event (docs/chaos.md, finding 6).
 """
 import datetime as dt
 
@@ -61,3 +68,18 @@ def last_run(session, tables, tenant_id):
         return None
     return {"run_on": row.run_on.isoformat(), "started_at": row.started_at.isoformat(), "trigger": row.trigger,
             "lines": row.lines}
+
+
+def behind(theirs, ours):
+    """[[contract_id, service_id]] where the mapping service sent a newer schedule version than the
+    posting schedule holds (or one the posting schedule never got). ``theirs``: [[contract, service,
+    version]] from mapping.desired_versions; ``ours``: {(contract, service): desired_version}."""
+    return [[c, s] for c, s, v in theirs if ours.get((str(c), str(s)), 0) < int(v)]
+
+
+def desired_versions(session, tables, tenant_id):
+    """{(contract_id, service_id): desired_version} of the tenant's posting schedule."""
+    g = tables.groups
+    rows = session.execute(text(f"SELECT contract_id, service_id, desired_version FROM {g.name} WHERE tenant_id = :t"),
+                           {"t": str(tenant_id)})
+    return {(r.contract_id, r.service_id): int(r.desired_version) for r in rows}

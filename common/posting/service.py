@@ -108,6 +108,26 @@ class PsaService(ServiceBase):
                 lines = reconcile.start(session, self.models.posting, tenant_id, now.date())
             if lines is not None:
                 log.info("%s nightly reconciliation: %d contract lines sent round to re-read the PSA", self.psa, lines)
+                self.catch_up_desired(tenant_id)
+
+    def catch_up_desired(self, tenant_id):
+        """Ask the mapping service again for every contract line whose schedule we hold an older
+        version of (reconcile.behind). Returns how many were asked for; None when the mapping
+        service did not answer (tried again at the next reconciliation)."""
+        with log_context(tenant_id=tenant_id):
+            try:
+                theirs = self.mapping.desired_versions(tenant_id)
+                with self.db.transaction() as session:
+                    ours = reconcile.desired_versions(session, self.models.posting, tenant_id)
+                missing = reconcile.behind(theirs, ours)
+                if missing:
+                    log.warning("%s: %d contract line(s) behind the mapping service's schedule; asking again",
+                                self.psa, len(missing))
+                    self.mapping.resend_desired(tenant_id, missing)
+                return len(missing)
+            except Exception as exc:  # noqa: BLE001 - a check, not the posting: next run tries again
+                log.warning("%s desired-state check failed: %s: %s", self.psa, type(exc).__name__, exc)
+                return None
 
     @rpc
     def reconcile_now(self, tenant_id):
@@ -115,7 +135,10 @@ class PsaService(ServiceBase):
         today = dt.datetime.now(dt.timezone.utc).date()
         with log_context(tenant_id=tenant_id), self.db.transaction() as session:
             lines = reconcile.start(session, self.models.posting, tenant_id, today, trigger="manual")
-            return {"lines": lines, "last": reconcile.last_run(session, self.models.posting, tenant_id)}
+        behind = self.catch_up_desired(tenant_id)
+        with self.db.transaction() as session:
+            return {"lines": lines, "behind": behind,
+                    "last": reconcile.last_run(session, self.models.posting, tenant_id)}
 
     @rpc
     def ledger(self, tenant_id, page=1, per_page=50, state=None, contract_id=None):

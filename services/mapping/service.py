@@ -11,7 +11,7 @@ RPC (first argument always the caller's tenant_id; every query filters by it, so
 id is NotFound): customers, products, lines, map_customer, map_product, link_line, set_status,
 bulk, set_price_override, remove_price_override, price_overrides, approvals, decide, preview,
 settings, update_settings, refresh_references, references, reference_names, linked_lines, not_billed,
-desired_lines, audit.
+desired_lines, audit, desired_versions and resend_desired (the PSA services' nightly check).
 
 Timer: refresh_due_references (REFERENCE_POLL_SECONDS) reads the PSA's records for tenants that
 asked for it (empty cache) and, every REFERENCE_REFRESH_MINUTES, for tenants with mappings.
@@ -171,6 +171,19 @@ class MappingService(ServiceBase):
         tenant_id = _tenant(tenant_id)
         with self.db.transaction() as session:
             return reports.not_billed(session, tenant_id, page, per_page)
+
+    # --- the PSA services' nightly check that no desired state was lost on the way -------------
+    @rpc
+    def desired_versions(self, tenant_id):
+        """[[contract_id, service_id, version]]: the last schedule version sent per contract line."""
+        return self._read(recompute.desired_versions, tenant_id)
+
+    @rpc
+    def resend_desired(self, tenant_id, groups):
+        """Send these contract lines' ([[contract_id, service_id]]) current schedules again."""
+        if not isinstance(groups, list) or not all(isinstance(g, (list, tuple)) and len(g) == 2 for g in groups):
+            raise BadRequest("groups must be a list of [contract_id, service_id]")
+        return self._write(recompute.resend, tenant_id, [(str(c), str(s)) for c, s in groups])
 
     @rpc
     def reference_names(self, tenant_id, kind, psa_ids):

@@ -4,6 +4,7 @@ events with the right quantity, price and effective date."""
 import datetime as dt
 import subprocess
 import sys
+import time
 
 from decimal import Decimal
 
@@ -132,3 +133,54 @@ def test_sync_map_and_desired_lines_through_the_gateway(billing, stack, engines)
         found = other.get(stack.url("gateway", "/api/v1/mapping/customers"), params={"search": search},
                           timeout=30).json()["items"]
         assert all(c["customer_id"] != customer_id and c["status"] != "mapped" for c in found)
+
+
+def test_a_desired_state_lost_on_the_way_to_autotask_is_found_and_posted_by_the_reconciliation(
+        billing, stack, engines):
+    """Chaos finding 6: a LineDesired event that never reaches the Autotask service (here: its queue
+    purged while the service is down). Re-reading the PSA cannot see it - the posting schedule is
+    what missed it - so the reconciliation compares schedule versions with the mapping service and
+    has it send the line again."""
+    from kombu import Connection
+
+    from tests.support import infra
+
+    s = billing
+    tenant = tenant_id("northwind")
+    desired = [d for d in api(s, "GET", "/api/v1/desired-lines", params={"per_page": 200})["items"]
+               if int(d["quantity"]) > 0]
+    assert desired, "the test before this one maps and posts a contract line"
+    line = desired[0]
+    contract, service = line["contract_id"], line["service_id"]
+    # every product billed on that service (one price per contract line, or it is a price conflict)
+    mpns = [x["mpn"] for x in api(s, "GET", "/api/v1/mapping/products", params={"per_page": 200})["items"]
+            if x.get("psa_service_id") == service]
+    assert mpns
+
+    def price_posted(price):
+        rows = api(s, "GET", "/api/v1/postings", params={"contract_id": contract, "per_page": 200})["items"]
+        return [r for r in rows if r["state"] == "posted" and r["service_id"] == service
+                and r["unit_price"] is not None and Decimal(str(r["unit_price"])) == Decimal(price)]
+
+    queue = "evt-mapping-autotask_line_desired--autotask.on_line_desired"
+    infra.stack(stack.env, "down", "autotask")
+    try:
+        for mpn in mpns:
+            api(s, "PUT", f"/api/v1/mapping/products/{mpn}",
+                json={"psa_service_id": service, "price_rule": "fixed", "fixed_price": "12.34"})
+        wait_for(lambda: any(p["unit_price"] == "12.34" and sent for p, sent in desired_events(engines, tenant, contract)),
+                 timeout=30, message="the new price sent by the mapping service")
+        with Connection(stack.amqp_uri) as conn:     # ...and lost before the Autotask service took it
+            from kombu import Queue
+
+            Queue(queue, no_declare=True)(conn.channel()).purge()
+    finally:
+        infra.stack(stack.env, "up", "autotask", "--no-seed")
+    time.sleep(3)
+    assert not price_posted("12.34")                 # the posting side never heard of it
+    with stack.rpc() as rpc:
+        out = rpc.autotask.reconcile_now(tenant)
+    assert out["behind"] == 1
+    wait_for(lambda: price_posted("12.34"), timeout=60, interval=1, message="the lost price posted after the check")
+    with stack.rpc() as rpc:                         # in step now: nothing more to ask for
+        assert rpc.autotask.reconcile_now(tenant)["behind"] == 0

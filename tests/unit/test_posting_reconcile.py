@@ -20,3 +20,13 @@ def test_due_once_a_day_after_the_hour():
 
 def test_hour_24_never_starts_by_itself():
     assert not any(due(at(25, h), None, 24) for h in range(24))
+
+
+def test_lines_behind_the_mapping_services_schedule_are_asked_for_again():
+    from common.posting.reconcile import behind
+
+    theirs = [["C1", "S1", 4], ["C1", "S2", 2], ["C2", "S1", 7], ["C3", "S1", 1]]
+    ours = {("C1", "S1"): 4, ("C1", "S2"): 1, ("C2", "S1"): 9}
+    # in step; one event missed; ours ahead (a newer event already here); never heard of at all
+    assert behind(theirs, ours) == [["C1", "S2"], ["C3", "S1"]]
+    assert behind([], ours) == []
