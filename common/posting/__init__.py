@@ -3,7 +3,7 @@ share - the ledger and line tables, states, idempotency keys, the claim/lease lo
 replicas, the shared request budget and concurrency slots, retry policy and metrics.
 
     tables.posting_tables(metadata)        -> PostingTables(groups, ledger, budget, reconciliations)
-    store.record_desired(session, tables, tenant_id, event)       (event handler)
+    store.record_desired_many(session, tables, tenant_id, events) (event handler)
     engine.Poster(..., adapter=YourAdapter()).run_due()           (timer)
     store.ledger_page / failures_page / retry                      (RPC)
     budget.RequestBudget(engine, tables.budget, psa, ...).request(tenant_id, endpoint_key)

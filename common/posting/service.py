@@ -14,7 +14,7 @@ from common.credentials import CredentialVault, tenant_credentials
 from common.db import Database
 from common.errors import BadRequest, VendorUnavailable
 from common.events import load_event
-from common.idempotency import claim_event
+from common.idempotency import claim_events
 from common.logs import log_context
 from common.posting import reconcile
 from common.posting import store as posting_store
@@ -81,12 +81,11 @@ class PsaService(ServiceBase):
         an envelope from the mapping service's relay) folded into the schedule in one transaction."""
         event_type = f"{self.psa}_line_desired"
         events = [load_event("mapping", event_type, payload) for payload in payloads]
-        # contract lines locked in one order: two workers' batches of a tenant never deadlock
-        events.sort(key=lambda e: (str(e["contract_id"]), str(e["service_id"])))
+        if any(e["tenant_id"] != events[0]["tenant_id"] for e in events):
+            raise ValueError("a batch of desired lines spans tenants")   # each is then handled alone
         with log_context(events[0]["tenant_id"], events[0]["event_id"]), self.db.transaction() as session:
-            for event in events:
-                if claim_event(session, self.models.processed_events, f"{self.psa}.on_line_desired", event):
-                    posting_store.record_desired(session, self.models.posting, event["tenant_id"], event)
+            fresh = claim_events(session, self.models.processed_events, f"{self.psa}.on_line_desired", events)
+            posting_store.record_desired_many(session, self.models.posting, events[0]["tenant_id"], fresh)
 
     def run_posting(self, adapter_class):
         """The body of the subclass's posting timer: one pass of the posting loop."""

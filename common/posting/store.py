@@ -25,35 +25,70 @@ def _parse_time(value):
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
 
 
-def record_desired(session, tables, tenant_id, event):
-    """Fold one LineDesired event into its line's schedule (in the handler's transaction).
-
-    Returns True when the schedule changed (the line is now due for posting), False for a
-    duplicate or an event a newer one already covers.
-    """
+def record_desired_many(session, tables, tenant_id, events):
+    """Fold a message's LineDesired events (one tenant) into the schedule: the contract lines they
+    name are locked with one statement (in key order, so two batches never deadlock), the events
+    of each line folded in order, and each line that moved is written once. Returns how many
+    lines moved (are now due for posting)."""
+    if not events:
+        return 0
     g = tables.groups
-    key = {"tenant_id": tenant_id, "contract_id": str(event["contract_id"]), "service_id": str(event["service_id"])}
-    locked = select(g).where(*(g.c[k] == v for k, v in key.items())).with_for_update()
-    row = session.execute(locked).first()
-    if row is None:   # a new line (an existing one costs one statement less: no insert attempt)
-        session.execute(_insert_group_sql(g), {**key, "company_id": event.get("company_id") or None})
-        row = session.execute(locked).one()
-    row = row._mapping
-    bp = schedule.breakpoint_from_event(event)
-    desired, accepted = schedule.apply_event(list(row["desired"] or []), bp)
-    if not accepted:
-        return False
-    day = dt.date.fromisoformat(bp["date"])
-    pending_from = day if row["pending_from"] is None else min(row["pending_from"], day)
-    desired = schedule.prune(desired, pending_from)
-    session.execute(update(g).where(*(g.c[k] == v for k, v in key.items())).values(
-        desired=desired, desired_version=max(int(row["desired_version"]), bp["version"]),
-        pending_from=pending_from, seq=g.c.seq + 1,
-        due_at=func.now(), touched_at=func.now(),
-        changed_at=func.coalesce(g.c.changed_at, _parse_time(event.get("occurred_at")) or func.now()),
-        company_id=event.get("company_id") or row["company_id"],
-        status=states.PENDING, status_message=None, failures=0, updated_at=func.now()))
-    return True
+    by_key = {}
+    for event in events:
+        by_key.setdefault((str(event["contract_id"]), str(event["service_id"])), []).append(event)
+    keys = sorted(by_key)
+
+    def locked(wanted):
+        query = (select(g).where(g.c.tenant_id == tenant_id, tuple_(g.c.contract_id, g.c.service_id).in_(wanted))
+                 .order_by(g.c.contract_id, g.c.service_id).with_for_update())
+        return {(r.contract_id, r.service_id): dict(r._mapping) for r in session.execute(query)}
+
+    rows = locked(keys)
+    missing = [k for k in keys if k not in rows]
+    if missing:   # new lines (an existing one costs no insert attempt)
+        session.execute(_insert_group_sql(g), [
+            {"tenant_id": tenant_id, "contract_id": c, "service_id": sv,
+             "company_id": next((e.get("company_id") for e in by_key[(c, sv)] if e.get("company_id")), None)}
+            for c, sv in missing])
+        rows.update(locked(missing))
+    moved = 0
+    for key in keys:
+        values = _fold(rows[key], by_key[key])
+        if values is None:
+            continue
+        first_seen = values.pop("first_seen")
+        session.execute(update(g).where(g.c.tenant_id == tenant_id, g.c.contract_id == key[0],
+                                        g.c.service_id == key[1]).values(
+            **values, seq=g.c.seq + 1, due_at=func.now(), touched_at=func.now(),
+            changed_at=func.coalesce(g.c.changed_at, first_seen or func.now()),
+            status=states.PENDING, status_message=None, failures=0, updated_at=func.now()))
+        moved += 1
+    return moved
+
+
+def _fold(row, events):
+    """The schedule columns after folding ``events`` (in order) into the row, or None when none of
+    them changes anything (duplicates, or covered by newer versions)."""
+    desired = list(row["desired"] or [])
+    version, pending_from, company = int(row["desired_version"]), row["pending_from"], row["company_id"]
+    first_seen, any_accepted = None, False
+    for event in events:
+        bp = schedule.breakpoint_from_event(event)
+        folded, accepted = schedule.apply_event(desired, bp)
+        if not accepted:
+            continue
+        desired = folded
+        any_accepted = True
+        day = dt.date.fromisoformat(bp["date"])
+        pending_from = day if pending_from is None else min(pending_from, day)
+        desired = schedule.prune(desired, pending_from)
+        version = max(version, bp["version"])
+        company = event.get("company_id") or company
+        first_seen = first_seen or _parse_time(event.get("occurred_at"))
+    if not any_accepted:
+        return None
+    return {"desired": desired, "desired_version": version, "pending_from": pending_from, "company_id": company,
+            "first_seen": first_seen}
 
 
 _INSERT_GROUP = {}

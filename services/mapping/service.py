@@ -25,7 +25,7 @@ from common.consumers import reliable_handler
 from common.db import Database
 from common.errors import BadRequest, NotFound, VendorUnavailable
 from common.events import load_event
-from common.idempotency import claim_event
+from common.idempotency import claim_event, claim_events
 from common.logs import log_context
 from common.outbox import OutboxRelay
 from common.service_base import ServiceBase
@@ -74,7 +74,7 @@ class MappingService(ServiceBase):
             raise ValueError("a batch of line events spans tenants")  # each is then handled alone
         consumer = "mapping.on_subscription_line_changed"
         with log_context(tenant_id, events[0]["event_id"]), self.db.transaction() as session:
-            fresh = [e for e in events if claim_event(session, models.processed_events, consumer, e)]
+            fresh = claim_events(session, models.processed_events, consumer, events)
             if not fresh:
                 return "duplicate"
             store.lock_tenant(session, tenant_id)

@@ -18,16 +18,14 @@ def _journal_handler(source, event_type):
     def handle(self, payloads):
         # one transaction for the message's events (an envelope from the relay: one tenant and type)
         events = [load_event(source, event_type, payload) for payload in payloads]
-        applied = 0
         with log_context(events[0]["tenant_id"], events[0]["event_id"]), self.db.transaction() as session:
-            for event, payload in zip(events, payloads):
-                # claim + journal row (as published: JSON-safe) in one statement: ~4 events per changed line
-                if not projections.claim_and_record(session, consumer, source, event_type, payload):
-                    continue
-                if project is not None:
-                    project(session, event)
-                applied += 1
-        return f"applied {applied} of {len(events)}"
+            # claims + journal rows (as published: JSON-safe) for the whole message in one statement
+            claimed = projections.claim_and_record_many(session, consumer, source, event_type, payloads)
+            if project is not None:
+                for event in events:
+                    if event["event_id"] in claimed:
+                        project(session, event)
+        return f"applied {len(claimed)} of {len(events)}"
 
     handle.__name__ = f"on_{source}_{event_type}"
     return reliable_handler(source, event_type, batch=True)(handle)

@@ -77,3 +77,21 @@ def test_an_envelope_is_journaled_in_one_go_and_its_malformed_event_dead_lettere
     assert sorted(journal()) == sorted(e["event_id"] for i, e in enumerate(events) if i != 2)
     assert [d["event_id"] for d in dead] == [events[2]["event_id"]]
     assert dead[0]["attempts"] == 1 and "ValidationError" in dead[0]["error"]
+
+
+def test_an_envelope_delivered_twice_is_handled_once(stack, engines):
+    from common.consumers import envelope
+
+    tenant = f"t-{uuid.uuid4()}"
+    events = [make_event("marketplace", "customer_changed", tenant, customer_id=f"c-{i}", name=f"Twice {i}")
+              for i in range(3)]
+    before = handled(stack, "ok")
+    publish(stack, envelope(events))
+    publish(stack, envelope(events[1:]))    # a relay that crashed before marking them sent
+    wait_for(lambda: handled(stack, "ok") >= before + 5, message="both deliveries handled")
+    with engines("reporting").connect() as conn:
+        seen = conn.execute(select(rp.customers.c.customer_id, rp.customers.c.changes_seen)
+                            .where(rp.customers.c.tenant_id == tenant)).all()
+        journal = conn.execute(select(rp.event_journal).where(rp.event_journal.c.tenant_id == tenant)).all()
+    assert sorted(seen) == [("c-0", 1), ("c-1", 1), ("c-2", 1)]
+    assert len(journal) == 3
