@@ -6,11 +6,12 @@ publishes each with publisher confirms and `mandatory` (so an event nobody liste
 stays in the outbox instead of vanishing), and marks it sent in the same transaction. A crash
 between publish and commit republishes the row: consumers drop the duplicate by event_id.
 
-The rows of one pass that share an event type and a tenant go out as one message (an envelope,
+The rows of one pass that share an event type go out as one message (an envelope,
 common/consumers.py), up to OUTBOX_ENVELOPE_EVENTS (default 100) in publishing order: a burst of
-changes costs one publish, one confirm and one delivery per tenant and batch instead of one per
-event, and a batch handler takes it in one transaction. A lone event still travels as itself, so
-a quiet system pays no latency for this.
+changes costs one publish, one confirm and one delivery per batch instead of one per event, and a
+batch handler takes it in one transaction (each tenant's events in id order). A lone event still
+travels as itself, so a quiet system pays no latency for this; during a burst the relay waits
+OUTBOX_LINGER_SECONDS (default 0.05) after a pass that sent something, so the next commits gather.
 """
 import datetime as dt
 import logging
@@ -90,6 +91,7 @@ class OutboxRelay(DependencyProvider):
         self.engine = make_engine(config["DB_URI"], config["DB_SCHEMA"], pool_size=2)
         self.poll = float(config.get("OUTBOX_POLL_SECONDS", 0.5))
         self.envelope_size = max(1, int(config.get("OUTBOX_ENVELOPE_EVENTS", 100)))
+        self.linger = float(config.get("OUTBOX_LINGER_SECONDS", 0.05))
         self.exchange = get_event_exchange(self.source, config)
         self.publisher = Publisher(config[AMQP_URI_CONFIG_KEY], use_confirms=True, mandatory=True,
                                    serializer="json", delivery_mode=2)
@@ -133,6 +135,10 @@ class OutboxRelay(DependencyProvider):
                 sent = 0
                 eventlet.sleep(min(5.0, self.poll * 4))
             if sent < self.batch_size:
+                if sent and self.linger:
+                    # a burst: let the next commits gather for a moment, so they share a message
+                    # (a lone event after a quiet spell still goes at once)
+                    eventlet.sleep(self.linger)
                 with eventlet.Timeout(self.poll, False):
                     self._wake.wait()
                 self._wake = Event()
@@ -191,15 +197,16 @@ class OutboxRelay(DependencyProvider):
 
 
 def _envelopes(rows, size):
-    """(event_type, rows) per message: the rows of one type and tenant in id order, `size` at most;
-    messages ordered by their first row, so each tenant's events of a type keep their order."""
+    """(event_type, rows) per message: the rows of one type in id order, ``size`` at most; messages
+    ordered by their first row. Tenants share a message: with many tenants each changing a little
+    (the usual case), envelopes of one tenant would carry one or two events; the batch handlers
+    take each tenant's part in turn."""
     groups = {}
     for row in rows:
-        key = (row.event_type, row.payload.get("tenant_id"))
-        chunks = groups.setdefault(key, [[]])
+        chunks = groups.setdefault(row.event_type, [[]])
         if len(chunks[-1]) >= size:
             chunks.append([])
         chunks[-1].append(row)
-    messages = [(key[0], chunk) for key, chunks in groups.items() for chunk in chunks]
+    messages = [(etype, chunk) for etype, chunks in groups.items() for chunk in chunks]
     messages.sort(key=lambda m: m[1][0].id)
     return messages

@@ -10,6 +10,7 @@ import eventlet
 from nameko.rpc import RpcProxy, rpc
 from nameko.timer import timer
 
+from common.consumers import by_tenant
 from common.credentials import CredentialVault, tenant_credentials
 from common.db import Database
 from common.errors import BadRequest, VendorUnavailable
@@ -77,15 +78,15 @@ class PsaService(ServiceBase):
 
     # --- posting -------------------------------------------------------------------------------
     def record_desired(self, payloads):
-        """The body of the subclass's `<psa>_line_desired` handler: a message's events (one tenant:
-        an envelope from the mapping service's relay) folded into the schedule in one transaction."""
+        """The body of the subclass's `<psa>_line_desired` handler: a message's events (an envelope
+        from the mapping service's relay) folded into the schedule in one transaction, tenant by
+        tenant (by_tenant: contract lines are locked in one order, so two batches never deadlock)."""
         event_type = f"{self.psa}_line_desired"
         events = [load_event("mapping", event_type, payload) for payload in payloads]
-        if any(e["tenant_id"] != events[0]["tenant_id"] for e in events):
-            raise ValueError("a batch of desired lines spans tenants")   # each is then handled alone
         with log_context(events[0]["tenant_id"], events[0]["event_id"]), self.db.transaction() as session:
             fresh = claim_events(session, self.models.processed_events, f"{self.psa}.on_line_desired", events)
-            posting_store.record_desired_many(session, self.models.posting, events[0]["tenant_id"], fresh)
+            for tenant_id, tenant_events in by_tenant(fresh):
+                posting_store.record_desired_many(session, self.models.posting, tenant_id, tenant_events)
 
     def run_posting(self, adapter_class):
         """The body of the subclass's posting timer: one pass of the posting loop."""

@@ -21,7 +21,7 @@ import logging
 from nameko.exceptions import RemoteError, UnknownService
 from nameko.rpc import RpcProxy, rpc
 
-from common.consumers import reliable_handler
+from common.consumers import by_tenant, reliable_handler
 from common.db import Database
 from common.errors import BadRequest, NotFound, VendorUnavailable
 from common.events import load_event
@@ -66,19 +66,18 @@ class MappingService(ServiceBase):
 
     @reliable_handler("marketplace", "subscription_line_changed", batch=True)
     def on_subscription_line_changed(self, payloads):
-        """A message's line events (an envelope: one tenant's changes from a sync) in one
-        transaction under the tenant's lock, each claimed on its own."""
+        """A message's line events (an envelope from a sync) in one transaction: each claimed on its
+        own, then each tenant's in turn under that tenant's lock (taken in tenant order)."""
         events = [load_event("marketplace", "subscription_line_changed", p) for p in payloads]
-        tenant_id = events[0]["tenant_id"]
-        if any(e["tenant_id"] != tenant_id for e in events):
-            raise ValueError("a batch of line events spans tenants")  # each is then handled alone
         consumer = "mapping.on_subscription_line_changed"
-        with log_context(tenant_id, events[0]["event_id"]), self.db.transaction() as session:
+        outcomes = []
+        with log_context(events[0]["tenant_id"], events[0]["event_id"]), self.db.transaction() as session:
             fresh = claim_events(session, models.processed_events, consumer, events)
-            if not fresh:
-                return "duplicate"
-            store.lock_tenant(session, tenant_id)
-            return handlers.lines_changed(session, self.outbox, fresh)
+            for tenant_id, tenant_events in by_tenant(fresh):
+                with log_context(tenant_id, tenant_events[0]["event_id"]):
+                    store.lock_tenant(session, tenant_id)
+                    outcomes.append(handlers.lines_changed(session, self.outbox, tenant_events))
+        return "; ".join(outcomes) or "duplicate"
 
     @reliable_handler("marketplace", "customer_changed")
     def on_customer_changed(self, payload):

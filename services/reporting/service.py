@@ -16,7 +16,7 @@ def _journal_handler(source, event_type):
     project = PROJECTIONS.get((source, event_type))
 
     def handle(self, payloads):
-        # one transaction for the message's events (an envelope from the relay: one tenant and type)
+        # one transaction for the message's events (an envelope from the relay: one type, any tenants)
         events = [load_event(source, event_type, payload) for payload in payloads]
         with log_context(events[0]["tenant_id"], events[0]["event_id"]), self.db.transaction() as session:
             # claims + journal rows (as published: JSON-safe) for the whole message in one statement

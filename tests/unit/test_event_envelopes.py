@@ -18,11 +18,11 @@ def test_a_lone_event_travels_as_itself_and_several_as_an_envelope():
     assert payloads_of(two) == [one, {"event_id": "b"}]
 
 
-def test_the_relay_packs_by_type_and_tenant_in_order_and_splits_at_the_size():
+def test_the_relay_packs_by_type_in_order_and_splits_at_the_size():
     rows = [row(1, "line", "A"), row(2, "line", "B"), row(3, "line", "A"), row(4, "customer", "A"),
-            row(5, "line", "A"), row(6, "line", "A")]
+            row(5, "line", "A"), row(6, "line", "B")]
     messages = [(etype, [r.id for r in group]) for etype, group in _envelopes(rows, 3)]
-    assert messages == [("line", [1, 3, 5]), ("line", [2]), ("customer", [4]), ("line", [6])]
+    assert messages == [("line", [1, 2, 3]), ("customer", [4]), ("line", [5, 6])]
 
 
 class Recorder:
@@ -71,3 +71,11 @@ def test_a_lone_failing_event_is_not_tried_twice(batch):
     service = Recorder(poison={"a"})
     failures = run_events(Recorder.handle_batch if batch else Recorder.handle_one, batch, service, EVENTS[:1])
     assert len(service.calls) == 1 and [p["event_id"] for p, _ in failures] == ["a"]
+
+
+def test_a_batch_is_taken_tenant_by_tenant_in_tenant_order_each_in_its_own_order():
+    from common.consumers import by_tenant
+
+    events = [{"tenant_id": t, "event_id": i} for i, t in enumerate("BABCA")]
+    assert [(t, [e["event_id"] for e in es]) for t, es in by_tenant(events)] == [
+        ("A", [1, 4]), ("B", [0, 2]), ("C", [3])]
