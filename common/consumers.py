@@ -127,31 +127,28 @@ class ReliableEventHandler(EventHandler):
         self.queue_consumer.ack_message(message)
 
     def _park(self, payload, message_headers, attempt, exc_info):
+        """Publish one failed event to its next wait queue, or to the dead letters after the last
+        step (at once when the error is permanent)."""
         service = self.container.service_name
         exc = exc_info[1]
-        permanent = isinstance(exc, PERMANENT)
         error = f"{type(exc).__name__}: {exc}"[:2000]
-        headers = dict(message_headers or {})
-        headers[ATTEMPT_HEADER] = attempt
-        headers[ERROR_HEADER] = error
-        if permanent or attempt > len(self.backoff):
+        headers = {**(message_headers or {}), ATTEMPT_HEADER: attempt, ERROR_HEADER: error}
+        dead = isinstance(exc, PERMANENT) or attempt > len(self.backoff)
+        if dead:
             headers["x-idsync-failed-queue"] = self.queue.name
             headers["x-idsync-trace"] = "".join(traceback.format_exception(*exc_info))[-4000:]
-            self.publisher.publish(payload, exchange=DEFAULT_EXCHANGE, routing_key=self.dead.name,
-                                   headers=headers, declare=[self.dead])
+        queue = self.dead if dead else self.retry_queues[attempt - 1]
+        self.publisher.publish(payload, exchange=DEFAULT_EXCHANGE, routing_key=queue.name, headers=headers,
+                               declare=[queue])
+        ids = {"tenant_id": _field(payload, "tenant_id"), "event_id": _field(payload, "event_id")}
+        metrics.EVENTS_HANDLED.labels(service, self.event_type, "dead" if dead else "retry").inc()
+        if dead:
             metrics.DEAD_LETTERED.labels(service, self.queue.name).inc()
-            metrics.EVENTS_HANDLED.labels(service, self.event_type, "dead").inc()
-            log.error("event dead-lettered after %s attempt(s): %s", attempt, error,
-                      extra={"tenant_id": _field(payload, "tenant_id"), "event_id": _field(payload, "event_id")})
+            log.error("event dead-lettered after %s attempt(s): %s", attempt, error, exc_info=exc_info, extra=ids)
         else:
-            wait = self.retry_queues[attempt - 1]
-            self.publisher.publish(payload, exchange=DEFAULT_EXCHANGE, routing_key=wait.name,
-                                   headers=headers, declare=[wait])
             metrics.EVENTS_RETRIED.labels(service, self.queue.name).inc()
-            metrics.EVENTS_HANDLED.labels(service, self.event_type, "retry").inc()
-            log.warning("event handler failed (attempt %s), retrying in %ss: %s",
-                        attempt, self.backoff[attempt - 1], error,
-                        extra={"tenant_id": _field(payload, "tenant_id"), "event_id": _field(payload, "event_id")})
+            log.warning("event handler failed (attempt %s), retrying in %ss: %s", attempt,
+                        self.backoff[attempt - 1], error, exc_info=exc_info, extra=ids)
 
 
 def _field(payload, name):
