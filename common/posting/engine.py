@@ -32,6 +32,7 @@ import time
 import uuid
 
 import eventlet
+import eventlet.semaphore
 from sqlalchemy import bindparam, func, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -196,27 +197,42 @@ class Poster:
 
     # --- the loop ---------------------------------------------------------------------------------
     def run_due(self):
-        """Claim and post batches until nothing is due or ``max_tick_seconds``. One green pool of
-        ``concurrency`` x ``tenants_in_parallel`` senders serves every batch of the pass: a batch
-        (one tenant) gets at most ``concurrency`` of them - the vendor's limit per tenant - so
-        several tenants' batches are posted at once, and the next batch is claimed and read while
-        the last lines of the previous ones are still in flight. When every sender is busy the
-        claim waits: a replica never leases more than it is about to post."""
+        """Claim and post batches until nothing is due or ``max_tick_seconds``. Up to
+        ``tenants_in_parallel`` batches (one tenant each) run at once, each reading the PSA for its
+        lines and posting them with at most ``concurrency`` sends in flight - the vendor's limit per
+        tenant. A batch is claimed only when one of those places is free, so a replica never leases
+        more than it is about to post, and one tenant's read never holds up another's (the reads
+        ran in this loop, one tenant after another, and at 200 tenants that was the queue)."""
         started = self.clock()
         stats = {"batches": 0, "lines": 0}
-        pool = eventlet.GreenPool(self.concurrency * self.tenants_in_parallel)
+        places = eventlet.semaphore.Semaphore(self.tenants_in_parallel)
+        batches = eventlet.GreenPool(self.tenants_in_parallel)
         try:
             while self.clock() - started < self.max_tick:
-                tenant_id, rows = self.claim()
+                places.acquire()
+                try:
+                    tenant_id, rows = self.claim()
+                except BaseException:
+                    places.release()
+                    raise
                 if not rows:
+                    places.release()
                     break
                 stats["batches"] += 1
                 stats["lines"] += len(rows)
-                with log_context(tenant_id=tenant_id):
-                    self.process_batch(tenant_id, rows, pool=pool)
+                batches.spawn_n(self._run_batch, tenant_id, rows, places)
         finally:
-            pool.waitall()
+            batches.waitall()
         return stats
+
+    def _run_batch(self, tenant_id, rows, places):
+        try:
+            with log_context(tenant_id=tenant_id):
+                self.process_batch(tenant_id, rows)
+        except Exception:  # noqa: BLE001 - its lines' leases run out and another pass takes them
+            log.exception("%s posting batch of %d lines failed", self.psa, len(rows))
+        finally:
+            places.release()
 
     def claim(self):
         """(tenant_id, [group rows]) leased to this replica; (None, []) when nothing is due."""
@@ -259,29 +275,20 @@ class Poster:
                 tuple_(g.c.contract_id, g.c.service_id).in_(keys_))
                 .values(lease_until=func.now() + dt.timedelta(seconds=self.lease)))
 
-    def process_batch(self, tenant_id, rows, pool=None):
-        """Read the batch, then post its lines on ``pool`` (default: a pool of its own, waited
-        for). With a shared pool this returns once every line is started; the batch's lease
-        heartbeat runs until its last line is done."""
+    def process_batch(self, tenant_id, rows):
+        """Read the batch, then post its lines with at most ``concurrency`` senders; returns when
+        every line is done. The batch's lease heartbeat runs until then."""
         works = self._works(tenant_id, rows)
-        keys_ = [w.key for w in works]
         done = eventlet.event.Event()
-        beat = eventlet.spawn(self._beat_loop, tenant_id, keys_, done)
-        left = [len(works)]
+        eventlet.spawn(self._beat_loop, tenant_id, [w.key for w in works], done)
         queue = collections.deque(works)
 
-        def run(client, stop):
+        def send_lines(client, states_, stop):
             # one of the batch's senders: takes the batch's next line until none is left
             while queue:
                 work = queue.popleft()
-                try:
-                    self._run_group(client, work, states_.get(work.key), stop)
-                finally:
-                    left[0] -= 1
-                    if left[0] == 0:
-                        done.send(True)
+                self._run_group(client, work, states_.get(work.key), stop)
 
-        spawned = 0
         try:
             try:
                 client = self.adapter.client(tenant_id)
@@ -299,16 +306,12 @@ class Poster:
                                             failures=n))
                 return
             stop = {"retry_after": None}
-            own = pool is None
-            pool = pool or eventlet.GreenPool(self.concurrency)
+            senders = eventlet.GreenPool(self.concurrency)
             for _ in range(min(self.concurrency, len(works))):
-                pool.spawn_n(run, client, stop)
-                spawned += 1
-            if own:
-                pool.waitall()
+                senders.spawn_n(send_lines, client, states_, stop)
+            senders.waitall()
         finally:
-            if spawned == 0:   # the read failed, or the worker was killed before a sender started
-                beat.kill()
+            done.send(True)   # the heartbeat stops (a line not finished keeps its lease until it runs out)
 
     def _beat_loop(self, tenant_id, keys_, done):
         """Renew the batch's leases every lease/3 until ``done`` (its last line finished)."""
