@@ -53,6 +53,8 @@ LATENCY = 0.1
 SERVICES_PER_CONTRACT = 5
 HOURLY_LIMIT = 10_000
 THREAD_LIMIT = 3
+# the services' default (POSTING_TENANTS_IN_PARALLEL): a replica posts for this many tenants at once
+TENANTS_IN_PARALLEL = int(os.environ.get("IDSYNC_POSTING_TENANTS_IN_PARALLEL", "4"))
 # posting settings of the replicas: the product's defaults (services/autotask/config.yml) unless
 # --env says otherwise; only the log level is lowered so logging is not what is measured
 REPLICA_ENV = {"IDSYNC_LOG_LEVEL": "WARNING"}
@@ -236,7 +238,7 @@ class Scaleout:
             "first_posted_seconds": round((times.first - t0).total_seconds(), 2) if times.first else None,
             "vendor_writes": writes, "vendor_reads": reads,
             # Little's law: writes in flight on average (sent_at..posted_at, so an upper bound of the
-            # vendor's own count) vs the most the thread limit allows (replicas x 3: one tenant each)
+            # vendor's own count) vs the most a replica sends at once (thread limit x tenants in parallel)
             "send_to_posted_ms": round(float(times.send_seconds or 0) * 1000),
             "mean_writes_in_flight": round(float(times.busy_seconds or 0) / seconds, 1) if seconds else None,
             "loadavg_before": round(load0, 2), "loadavg_after": round(load1, 2), **usage, **metrics,
@@ -342,12 +344,13 @@ def max_overlap(intervals):
 
 def limits(s):
     """A reading of one step: the machine's CPU, or the PSA's latency x the thread limit."""
-    cap = s["replicas"] * THREAD_LIMIT
+    cap = s["replicas"] * THREAD_LIMIT * TENANTS_IN_PARALLEL
     inflight = s["mean_writes_in_flight"] or 0
     if s["machine_busy"] >= 0.9:
         what = f"CPU (machine {s['machine_busy']:.0%} busy; a send took {s['send_to_posted_ms']} ms sent to posted)"
     else:
-        what = "PSA latency x thread limit (each replica posts one tenant's batch at a time, 3 in flight)"
+        what = (f"PSA latency x thread limit (each replica posts {TENANTS_IN_PARALLEL} tenants' batches at a time, "
+                f"{THREAD_LIMIT} in flight each)")
     return f"{s['replicas']}r {inflight} of {cap} writes in flight on average - {what}"
 
 
@@ -360,10 +363,11 @@ def report(args, steps, env):
         rows.append([s["replicas"], s["lines"], s["seconds"], s["lines_per_second"], ratio,
                      f"{s['max_tenant_requests_hour']} / {HOURLY_LIMIT} (kit share {int(HOURLY_LIMIT * 0.4)})",
                      s["http_429"], s["max_concurrent_writes_upper_bound"],
-                     f"{s['mean_writes_in_flight']} / {s['replicas'] * THREAD_LIMIT}", s["send_to_posted_ms"],
+                     f"{s['mean_writes_in_flight']} / {s['replicas'] * THREAD_LIMIT * TENANTS_IN_PARALLEL}",
+                     s["send_to_posted_ms"],
                      "yes" if s["ok"] and s["complete"] else "NO", f"{s['machine_busy']:.0%}"])
     headers = ["replicas", "lines", "seconds", "lines/s", "ratio to 1", "max tenant requests/hour vs limit",
-               "429s seen", "max concurrent writes/tenant (bound)", "mean writes in flight / replicas x 3",
+               "429s seen", "max concurrent writes/tenant (bound)", "mean writes in flight / most a replica sends x replicas",
                "send to posted ms", "correct", "machine CPU busy"]
     per_tenant = args.lines // args.tenants
     notes = [
