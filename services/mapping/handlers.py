@@ -77,8 +77,3 @@ def lines_changed(session, outbox, events):
         totals = recompute.recompute(session, outbox, tenant_id, groups)
         return f"applied ({totals['emitted']} sent, {totals['approvals']} for approval)"
     return "applied (waiting for its mappings)"
-
-
-def line_changed(session, outbox, event):
-    """One line event (lines_changed of one)."""
-    return lines_changed(session, outbox, [event])

@@ -27,13 +27,18 @@ class FlakyProjection:
         STATE["handled"].append(payload["event_id"])
 
 
-@pytest.fixture
-def flaky(stack):
-    container = ServiceContainer(FlakyProjection, {"AMQP_URI": stack.amqp_uri, "EVENT_RETRY_BACKOFF": [0.2, 0.5],
-                                                  "max_workers": 2})
+def running(service_cls, stack):
+    """The service in this process over the test broker, with a short retry ladder."""
+    container = ServiceContainer(service_cls, {"AMQP_URI": stack.amqp_uri, "EVENT_RETRY_BACKOFF": [0.2, 0.5],
+                                               "max_workers": 2})
     container.start()
     yield container
     container.stop()
+
+
+@pytest.fixture
+def flaky(stack):
+    yield from running(FlakyProjection, stack)
 
 
 def queue_name():
@@ -107,11 +112,7 @@ class BatchProjection:
 
 @pytest.fixture
 def batch_projection(stack):
-    container = ServiceContainer(BatchProjection, {"AMQP_URI": stack.amqp_uri, "EVENT_RETRY_BACKOFF": [0.2, 0.5],
-                                                   "max_workers": 2})
-    container.start()
-    yield container
-    container.stop()
+    yield from running(BatchProjection, stack)
 
 
 def test_a_poison_event_in_an_envelope_is_retried_and_dead_lettered_alone(stack, batch_projection):
